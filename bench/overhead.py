@@ -1,0 +1,100 @@
+"""Tracing overhead on the reference workloads: untraced vs llmtrace persisting to SQLite, one process.
+
+    python bench/overhead.py [--n 400] [--rounds 3] [--workloads W1,W2,W3]
+
+Per workload and round: N untraced calls, then N traced calls, then tracer.flush(). Prints per-call
+medians (foreground), the amortized cost ((timed loop + final flush) / N) and both as ratios to the
+untraced median measured in the same run, and checks that every record is in the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import sqlalchemy as sa  # noqa: E402
+from workloads import BUILDERS, DESCRIPTIONS, FRAMEWORK  # noqa: E402
+
+import llmtrace  # noqa: E402
+from llmtrace import _schema as S  # noqa: E402
+
+EXPECTED_LLM_CALLS = {"W1": 1, "W2": 2, "W3": 1, "W4": 1}
+
+
+def timed(run, callbacks, n):
+    per = []
+    t_all = time.perf_counter()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        run(callbacks)
+        per.append(time.perf_counter() - t0)
+    return per, time.perf_counter() - t_all
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workloads", default="W1,W2,W3")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="llmtrace-bench-")
+    print(f"python {sys.version.split()[0]}, n={args.n} calls x {args.rounds} rounds, SQLite in {tmp}")
+    print(f"{'workload':<52} {'untraced µs':>11} {'traced µs':>10} {'fg ratio':>8} {'amortized µs':>12} "
+          f"{'amort ratio':>11} {'llm rows':>9}")
+    for name in args.workloads.split(","):
+        run = BUILDERS[name]()
+        url = f"sqlite:///{tmp}/{name}.db"
+        tracer = llmtrace.Tracer(url)
+        handler = None
+        if FRAMEWORK[name] == "langchain":
+            from llmtrace_langchain import LLMTraceCallbackHandler
+
+            handler = LLMTraceCallbackHandler(tracer)
+            cbs = [handler]
+        else:
+            from llmtrace_llamaindex import LLMTraceInstrumentor
+
+            inst = LLMTraceInstrumentor(tracer)
+            cbs = None
+        for _ in range(50):  # warm up both paths, create the tables
+            run(None)
+        if FRAMEWORK[name] != "langchain":
+            inst.instrument()
+        for _ in range(50):
+            run(cbs)
+        tracer.flush()
+        if FRAMEWORK[name] != "langchain":
+            inst.uninstrument()
+        base_med, traced_med, amort = [], [], []
+        for _ in range(args.rounds):
+            per, _total = timed(run, None, args.n)
+            base_med.append(statistics.median(per))
+            if FRAMEWORK[name] != "langchain":
+                inst.instrument()
+            per, total = timed(run, cbs, args.n)
+            t0 = time.perf_counter()
+            tracer.flush()
+            drain = time.perf_counter() - t0
+            if FRAMEWORK[name] != "langchain":
+                inst.uninstrument()
+            traced_med.append(statistics.median(per))
+            amort.append((total + drain) / args.n)
+        with tracer._store.engine.connect() as conn:
+            llm_rows = conn.execute(sa.select(sa.func.count()).select_from(S.llm_calls)).scalar()
+        expected = EXPECTED_LLM_CALLS[name] * (50 + args.n * args.rounds)
+        health = tracer.health()
+        tracer.close()
+        b, t, a = (statistics.median(x) * 1e6 for x in (base_med, traced_med, amort))
+        ok = "ok" if llm_rows == expected and health["dropped"] == 0 and health["failed"] == 0 else "MISSING"
+        print(f"{name + ' ' + DESCRIPTIONS[name]:<52} {b:>11.0f} {t:>10.0f} {t / b:>7.2f}x {a:>12.0f} {a / b:>10.2f}x "
+              f"{llm_rows:>6}/{expected} {ok}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Settings: one frozen object, precedence explicit argument > LLMTRACE_* variable > default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from llmtrace._errors import ConfigError
+
+CAPTURE_MODES = ("full", "redacted", "metadata")
+QUEUE_POLICIES = ("block", "drop")
+DEFAULT_URL = "sqlite:///llmtrace.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str = DEFAULT_URL
+    capture: str = "redacted"
+    content_ttl_days: float | None = 30
+    queue_size: int = 100_000
+    on_queue_full: str = "block"  # block up to queue_block_seconds, then drop and count
+    queue_block_seconds: float = 0.05
+    batch_size: int = 2_000
+    flush_interval_seconds: float = 0.2
+    max_field_chars: int = 1_000_000
+    hash_key: str | None = None
+    environment: str | None = None
+    release: str | None = None
+    open_span_timeout_seconds: float = 3_600.0
+    write_retries: int = 3
+
+
+_ENV = {
+    "url": "LLMTRACE_DATABASE_URL",
+    "capture": "LLMTRACE_CAPTURE",
+    "content_ttl_days": "LLMTRACE_CONTENT_TTL_DAYS",
+    "queue_size": "LLMTRACE_QUEUE_SIZE",
+    "on_queue_full": "LLMTRACE_ON_QUEUE_FULL",
+    "hash_key": "LLMTRACE_HASH_KEY",
+    "environment": "LLMTRACE_ENVIRONMENT",
+    "release": "LLMTRACE_RELEASE",
+}
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if name == "content_ttl_days":
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "never")):
+            return None
+        try:
+            ttl = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"content_ttl_days must be a positive number of days or None, not {value!r}") from None
+        if not ttl > 0:
+            raise ConfigError(f"content_ttl_days must be positive (e.g. 30 or 0.5), or None to keep content; got {value!r}")
+        return ttl
+    if isinstance(default, bool) or default is None or isinstance(default, str):
+        return value if value is None else str(value)
+    kind = type(default)
+    try:
+        out = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a {kind.__name__}, not {value!r}") from None
+    if out <= 0 and name != "write_retries":
+        raise ConfigError(f"{name} must be positive, not {value!r}")
+    return out
+
+
+def make_settings(url: str | None = None, **given: Any) -> Settings:
+    """Build Settings from arguments, then environment, then defaults; reject bad values clearly."""
+    known = {f.name: f.default for f in fields(Settings)}
+    unknown = set(given) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown Tracer setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    if url is not None:
+        given["url"] = url
+    values: dict[str, Any] = {}
+    for name, default in known.items():
+        if name in given:
+            raw = given[name]
+        elif name in _ENV and os.environ.get(_ENV[name]) not in (None, ""):
+            raw = os.environ[_ENV[name]]
+        else:
+            values[name] = default
+            continue
+        values[name] = _coerce(name, raw, default)
+    if values["capture"] not in CAPTURE_MODES:
+        raise ConfigError(f"capture must be one of {CAPTURE_MODES}, not {values['capture']!r}")
+    if values["on_queue_full"] not in QUEUE_POLICIES:
+        raise ConfigError(f"on_queue_full must be one of {QUEUE_POLICIES}, not {values['on_queue_full']!r}")
+    if not isinstance(values["url"], str) or "://" not in values["url"]:
+        raise ConfigError(
+            f"database url {values['url']!r} is not a URL; pass e.g. 'sqlite:///llmtrace.db' or "
+            "'postgresql+psycopg://user@host/db'"
+        )
+    return Settings(**values)

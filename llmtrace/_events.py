@@ -1,0 +1,82 @@
+"""The neutral events integrations hand to the Tracer, and the trace context.
+
+On the caller's thread an integration builds one small tuple per framework callback: an op code,
+a monotonic timestamp, ids, and *references* to the framework's objects plus a ``convert`` function
+of its own. ``convert(raw)`` runs later on the writer thread and returns plain fields (see
+``_recorder``): serialization never happens on the caller's thread.
+
+    (START, t_ns, span_id, parent_id, kind, name, root, convert, raw, metadata)
+    (END,   t_ns, span_id, convert, raw, extra)
+    (ERROR, t_ns, span_id, exc, extra)
+    (RETRY, t_ns, span_id)
+    (FEEDBACK | VALIDATION, t_ns, trace_id, fields)
+    (BARRIER, threading.Event)
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+START, END, ERROR, RETRY, FEEDBACK, VALIDATION, BARRIER = range(7)
+
+SPAN_KINDS = ("chain", "llm", "tool", "retriever", "parser", "embedding", "agent", "rerank",
+              "validation", "other")
+
+# Trace attributes read from a framework's per-request metadata (RunnableConfig["metadata"]).
+META_PREFIX = "llmtrace_"
+TRACE_ATTRS = ("trace_id", "trace_name", "user_id", "session_id", "feature", "team", "prompt_version",
+               "environment", "release", "tags", "capture")
+
+
+class TraceContext:
+    """What a root span knows about its trace: id and attributes (raw user id, hashed on the writer)."""
+
+    __slots__ = ("trace_id", "span_id", "name", "attrs", "generated")
+
+    def __init__(self, trace_id: str, span_id: str | None = None, name: str | None = None,
+                 attrs: dict[str, Any] | None = None, generated: bool = False) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.name = name
+        self.attrs = attrs or {}
+        self.generated = generated  # True when llmtrace made the id up (so no row can have it yet)
+
+
+# The trace opened by ``with tracer.trace():`` in this thread / task (copied into child tasks).
+current_trace: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar(
+    "llmtrace_current_trace", default=None
+)
+
+
+def trace_attrs_from_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """``llmtrace_*`` keys of a request's metadata, as trace attributes."""
+    if not metadata:
+        return {}
+    out = {}
+    for key in TRACE_ATTRS:
+        value = metadata.get(META_PREFIX + key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def name_of(value: Any, default: str) -> str:
+    """A span name from what a callback passed: a name, or a serialized object ({"name"} / {"id": [...]})."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict):
+        if value.get("name"):
+            return str(value["name"])
+        ident = value.get("id")
+        if isinstance(ident, (list, tuple)) and ident:
+            return str(ident[-1])
+    return default
+
+
+def system_prompt_of(messages: list[dict[str, Any]] | None) -> str | None:
+    """The system prompt as the model saw it: the system messages' text, joined."""
+    parts = [m["content"] if isinstance(m.get("content"), str) else str(m.get("content"))
+             for m in messages or () if isinstance(m, dict) and m.get("role") == "system"
+             and m.get("content") is not None]
+    return "\n\n".join(parts) if parts else None

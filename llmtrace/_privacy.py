@@ -1,0 +1,54 @@
+"""What never reaches disk: secrets in invocation params, raw user ids.
+
+The redaction processor chain over content fields plugs in here (``Processor``: a plain callable
+``fields -> fields`` run on the writer thread; one that raises fails closed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from typing import Any
+
+Processor = Callable[[dict[str, Any]], dict[str, Any]]
+
+_SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|passwd|authorization|credential|private[_-]?key)",
+                         re.IGNORECASE)
+# Token *counts* are not secrets.
+_NOT_SECRET = re.compile(r"(max|num|n)_?tokens?$|tokens?_(count|limit)$|^logit_bias$|_tokens$", re.IGNORECASE)
+REMOVED = "[REMOVED]"
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key)) and not _NOT_SECRET.search(key)
+
+
+def scrub_secrets(value: Any, _depth: int = 0) -> Any:
+    """Copy of a params-like structure with secret-named keys' values replaced."""
+    if _depth > 20:
+        return value
+    if isinstance(value, dict):
+        return {k: (REMOVED if isinstance(k, str) and is_secret_key(k) and v is not None
+                    else scrub_secrets(v, _depth + 1)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_secrets(v, _depth + 1) for v in value]
+    return value
+
+
+def hash_user_id(user_id: Any, key: str) -> str:
+    """A keyed hash: stable per database/key so one user's traces stay joinable, never reversible."""
+    mac = hmac.new(key.encode(), str(user_id).encode("utf-8", "backslashreplace"), hashlib.sha256)
+    return "u_" + mac.hexdigest()[:24]
+
+
+def run_processors(fields: dict[str, Any], processors: list[Processor],
+                   on_failure: Callable[[Exception], None]) -> dict[str, Any]:
+    for proc in processors:
+        try:
+            fields = proc(fields)
+        except Exception as exc:  # fail closed: nothing unprocessed is stored
+            on_failure(exc)
+            return {k: "[PROCESSOR_FAILED]" for k in fields}
+    return fields

@@ -1,0 +1,419 @@
+"""Writer-side: turn neutral events into rows, linking what belongs together.
+
+Runs only on the writer thread, so its state needs no locks. It keeps the spans still open and a
+small state per live trace (retrievers that ended, LLM calls, tool calls the model requested), which
+is how a parser's output finds the LLM call it parsed, a tool's result finds the model's request by
+tool-call id, and an LLM call learns its retrieval and tool time. Spans become rows as they end.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+
+from llmtrace import _events as E
+from llmtrace._classify import describe, is_parse_failure
+from llmtrace._privacy import Processor, hash_user_id, run_processors, scrub_secrets
+from llmtrace._serialize import digest, dumps, to_jsonable
+
+_RECENT_SPANS = 50_000
+_LIVE_TRACES = 20_000
+_RESERVED_META = ("llmtrace_", "ls_", "langgraph_", "checkpoint_", "__")
+
+
+class Rows:
+    """Rows of one batch, per table, plus the updates and trace upserts that follow the inserts."""
+
+    def __init__(self) -> None:
+        self.contents: list[dict] = []
+        self.pending_content: dict[str, dict[str, Any]] = {}  # trace id -> owner id -> fields
+        self.spans: list[dict] = []
+        self.llm_calls: list[dict] = []
+        self.tool_calls: list[dict] = []
+        self.chunks: list[dict] = []
+        self.validations: list[dict] = []
+        self.feedback: list[dict] = []
+        self.tool_updates: list[dict] = []
+        self.traces: list[dict] = []
+
+    def count(self) -> int:
+        return sum(len(v) for v in vars(self).values() if isinstance(v, list))
+
+
+class _Span:
+    __slots__ = ("span_id", "trace", "parent_id", "kind", "name", "t0", "start", "retries",
+                 "retry_base", "fallback_anchor", "is_root")
+
+    def __init__(self, span_id, trace, parent_id, kind, name, t0, start):
+        self.span_id = span_id
+        self.trace = trace
+        self.parent_id = parent_id
+        self.kind = kind
+        self.name = name
+        self.t0 = t0
+        self.start = start
+        self.retries = 0
+        self.retry_base = 0
+        self.fallback_anchor = None
+        self.is_root = False
+
+
+class _Trace:
+    __slots__ = ("trace_id", "attrs", "capture", "retrievers", "llm_calls", "requests", "tool_ms",
+                 "roots_open", "fresh")
+
+    def __init__(self, trace_id: str, attrs: dict, capture: str):
+        self.trace_id = trace_id
+        self.attrs = attrs
+        self.capture = capture
+        self.retrievers: list[tuple[int, float]] = []  # (t_end, latency_ms)
+        self.llm_calls: list[dict] = []
+        self.requests: dict[str, dict] = {}  # provider tool-call id -> pending request
+        self.tool_ms: dict[str, float] = {}  # tool-call id -> latency of the tool run
+        self.roots_open = 0
+        self.fresh = False  # a generated id that no row can have yet: insert without looking
+
+
+class Recorder:
+    def __init__(self, *, clock: Callable[[int], int], capture: str, ttl_days: float | None,
+                 max_field_chars: int, hash_key: Callable[[], str], environment: str | None,
+                 release: str | None, processors: list[Processor], on_problem: Callable[[str, Exception], None]):
+        self._clock = clock
+        self._capture = capture
+        self._ttl_ns = int(ttl_days * 86_400e9) if ttl_days else None
+        self._cap = max_field_chars
+        self._hash_key = hash_key
+        self._defaults = {"environment": environment, "release": release}
+        self.processors = processors
+        self._problem = on_problem
+        self._open: dict[str, _Span] = {}
+        self._recent: OrderedDict[str, _Trace] = OrderedDict()  # ended span -> its trace
+        self._traces: OrderedDict[str, _Trace] = OrderedDict()
+
+    # -- events -------------------------------------------------------------------------------
+
+    def apply(self, ev: tuple, rows: Rows) -> None:
+        op = ev[0]
+        if op == E.START:  # ids arrive as the framework's objects (UUIDs): made strings here, off the hot path
+            _, t, span_id, parent_id, kind, name, root, convert, raw, metadata = ev
+            self._start(t, str(span_id), None if parent_id is None else str(parent_id), kind,
+                        E.name_of(name, kind), root, convert, raw, metadata)
+        elif op == E.END:
+            _, t, span_id, convert, raw, extra = ev
+            span_id = str(span_id)
+            span = self._open.get(span_id)
+            # a prompt's rendered output is the next LLM call's input snapshot: not stored twice
+            out = {} if span is None or span.start.get("skip_outputs") else self._convert(convert, raw)
+            self._end(t, span_id, out, None, extra, rows)
+        elif op == E.ERROR:
+            _, t, span_id, exc, extra = ev
+            self._end(t, str(span_id), {}, exc, extra, rows)
+        elif op == E.RETRY:
+            span = self._open.get(str(ev[2]))
+            if span is not None:
+                span.retries += 1
+        elif op == E.FEEDBACK:
+            self._feedback(ev[1], ev[2], ev[3], rows)
+        elif op == E.VALIDATION:
+            f = ev[3]
+            self._validation(ev[2], f.get("span_id"), f["rule"], f["passed"], f.get("detail"), "user", ev[1], rows)
+
+    def open_spans(self) -> int:
+        return len(self._open)
+
+    def expire_open(self, now_ns: int, older_than_ns: int, rows: Rows) -> int:
+        """End spans that never ended (a lost callback, an abandoned stream) so they are not lost."""
+        stale = [s for s in self._open.values() if now_ns - s.t0 > older_than_ns]
+        for span in sorted(stale, key=lambda s: -s.t0):  # children before parents
+            self._end(now_ns, span.span_id, {}, TimeoutError("span never ended (abandoned)"), None, rows)
+        return len(stale)
+
+    def _convert(self, convert, raw) -> dict:
+        if convert is None:
+            return {}
+        try:
+            return convert(raw) or {}
+        except Exception as exc:
+            self._problem(f"convert:{getattr(convert, '__name__', convert)}", exc)
+            return {}
+
+    def _start(self, t, span_id, parent_id, kind, name, root, convert, raw, metadata) -> None:
+        parent = self._open.get(parent_id) if parent_id is not None else None
+        trace = parent.trace if parent is not None else None
+        if trace is None and parent_id is not None:
+            trace = self._recent.get(parent_id)  # parent already ended: still the same trace
+        is_root = trace is None
+        if is_root:  # no parent, or a parent we never saw: a new root rather than a lost span
+            trace = self._trace_for_root(span_id, root, metadata)
+            trace.roots_open += 1
+            parent_id = None
+        span = _Span(span_id, trace, parent_id, kind, name, t, self._convert(convert, raw))
+        span.is_root = is_root
+        if parent is not None and kind == "llm":
+            anc = parent
+            while anc is not None:
+                if not span.retry_base and anc.retries:
+                    span.retry_base = anc.retries
+                if span.fallback_anchor is None and "WithFallbacks" in (anc.name or ""):
+                    span.fallback_anchor = anc.span_id
+                anc = self._open.get(anc.parent_id) if anc.parent_id else None
+        self._open[span_id] = span
+
+    def _trace_for_root(self, span_id: str, root: E.TraceContext | None, metadata: dict | None) -> _Trace:
+        attrs = dict(root.attrs) if root is not None else {}
+        for key, value in E.trace_attrs_from_metadata(metadata).items():
+            attrs.setdefault(key, value)
+        trace_id = (root.trace_id if root is not None else None) or attrs.get("trace_id") or span_id
+        trace_id = str(trace_id)
+        found = self._traces.get(trace_id)
+        if found is not None:
+            return found
+        if metadata:
+            user_meta = {k: v for k, v in metadata.items() if not k.startswith(_RESERVED_META)}
+            if user_meta:
+                attrs.setdefault("metadata", user_meta)
+        capture = attrs.get("capture") or self._capture
+        if capture not in ("full", "redacted", "metadata"):
+            capture = self._capture
+        trace = _Trace(trace_id, attrs, capture)
+        trace.fresh = trace_id == span_id or bool(root is not None and root.generated)
+        self._traces[trace_id] = trace
+        if len(self._traces) > _LIVE_TRACES:
+            self._traces.popitem(last=False)
+        return trace
+
+    # -- span end ----------------------------------------------------------------------------
+
+    def _end(self, t, span_id, out: dict, exc: BaseException | None, extra, rows: Rows) -> None:
+        span = self._open.pop(span_id, None)
+        if span is None:
+            return  # never started here (handler attached mid-run): nothing to pair it with
+        trace = span.trace
+        self._recent[span_id] = trace
+        if len(self._recent) > _RECENT_SPANS:
+            self._recent.popitem(last=False)
+        latency = (t - span.t0) / 1e6
+        error = describe(exc) if exc is not None else None
+        status = "error" if exc is not None or out.get("status") == "error" else "ok"
+        if error is None and status == "error":
+            error = {"type": "other", "message": out.get("error"), "hint": "The tool reported an error result."}
+        link = None
+        content: dict[str, Any] = {}
+        kind = span.kind
+        if kind == "llm":
+            self._llm_end(span, t, latency, out, error, extra or {}, rows, content)
+        else:
+            inputs = span.start.get("inputs")
+            content["inputs"] = inputs
+            content["outputs"] = out.get("outputs")
+            if kind == "retriever" and exc is None:
+                self._retriever_end(span, t, latency, out, rows)
+            elif kind == "tool":
+                self._tool_end(span, latency, status, rows)
+            if kind == "parser" or (exc is not None and is_parse_failure(exc)):
+                link = self._parser_end(span, t, out, exc, error, rows)
+                if link is not None and kind == "parser":
+                    content["inputs"] = None  # it parsed that call's raw completion: not stored twice
+        if error is not None:
+            content["error"] = error["message"]
+        rows.spans.append({
+            "span_id": span_id, "trace_id": trace.trace_id, "parent_id": span.parent_id, "kind": kind,
+            "name": (span.name or kind)[:256], "started_at": self._clock(span.t0), "ended_at": self._clock(t),
+            "latency_ms": latency, "status": status, "error_type": error["type"] if error else None,
+            "link_span_id": link, "tool_call_id": span.start.get("tool_call_id"), "position": None,
+        })
+        self._content(span_id, trace, content, rows)
+        if span.is_root:
+            self._root_end(span, t, latency, status, rows)
+
+    def _llm_end(self, span: _Span, t, latency, out, error, extra, rows: Rows, content: dict) -> None:
+        trace, start = span.trace, span.start
+        tokens = out.get("tokens") or {}
+        first = extra.get("first_token_ns")
+        messages = start.get("input_messages") or []
+        tool_ids = [m.get("tool_call_id") for m in messages if isinstance(m, dict) and m.get("tool_call_id")]
+        tools_ms = sum(trace.tool_ms[i] for i in tool_ids if i in trace.tool_ms) if tool_ids else None
+        retrieval = [lat for (t_end, lat) in trace.retrievers if t_end <= span.t0]
+        fallback_from = None
+        if span.fallback_anchor is not None:
+            for prev in reversed(trace.llm_calls):
+                if prev["anchor"] == span.fallback_anchor and prev["status"] == "error":
+                    fallback_from = prev["model"]
+                    break
+        model = start.get("model")
+        status = "error" if error else "ok"
+        requests = out.get("tool_requests") or []
+        rows.llm_calls.append({
+            "span_id": span.span_id, "trace_id": trace.trace_id, "started_at": self._clock(span.t0),
+            "model": _short(model, 128), "model_version": _short(out.get("model_version"), 128),
+            "provider": _short(start.get("provider") or out.get("provider"), 64),
+            "params": dumps(scrub_secrets(to_jsonable(start.get("params")))) if start.get("params") is not None else None,
+            "input_tokens": tokens.get("input"), "output_tokens": tokens.get("output"),
+            "total_tokens": tokens.get("total"), "input_cached_tokens": tokens.get("input_cached"),
+            "reasoning_tokens": tokens.get("reasoning"), "latency_ms": latency,
+            "ttft_ms": (first - span.t0) / 1e6 if first else None,
+            "retrieval_ms": sum(retrieval) if retrieval else None, "tools_ms": tools_ms, "cost_usd": None,
+            "finish_reason": _short(out.get("finish_reason"), 64), "status": status,
+            "error_type": error["type"] if error else None, "retry_count": span.retries + span.retry_base,
+            "fallback_from": _short(fallback_from, 128), "generations": out.get("n_generations"),
+            "streamed": bool(first),
+        })
+        trace.llm_calls.append({"span_id": span.span_id, "t0": span.t0, "t1": t, "model": model,
+                                "status": status, "anchor": span.fallback_anchor, "consumed": False})
+        for pos, req in enumerate(requests):
+            row_id = f"{span.span_id}:{pos}"
+            rows.tool_calls.append({
+                "id": row_id, "trace_id": trace.trace_id, "llm_span_id": span.span_id, "position": pos,
+                "tool_call_id": _short(req.get("id"), 128), "name": _short(req.get("name"), 256),
+                "tool_span_id": None, "status": "requested", "latency_ms": None,
+            })
+            pending = {"row_id": row_id, "name": req.get("name"), "matched": False}
+            trace.requests[req.get("id") or row_id] = pending
+        for key in ("input_messages", "tools_offered", "raw_completion", "tool_requests", "generations"):
+            value = start.get(key) if key in start else out.get(key)
+            if value is not None:
+                content[key] = value
+        system = start.get("system_prompt")
+        if system is not None and system != E.system_prompt_of(messages):
+            content["system_prompt"] = system  # only when not already in the messages (read side derives it)
+
+    def _retriever_end(self, span: _Span, t, latency, out, rows: Rows) -> None:
+        span.trace.retrievers.append((t, latency))
+        for rank, chunk in enumerate(out.get("chunks") or []):
+            rows.chunks.append({
+                "trace_id": span.trace.trace_id, "span_id": span.span_id, "rank": rank,
+                "source_id": _short(chunk.get("source_id"), 256), "score": _float(chunk.get("score")),
+                "retriever": _short(span.name, 256), "retrieved_at": self._clock(t),
+            })
+
+    def _tool_end(self, span: _Span, latency, status, rows: Rows) -> None:
+        trace = span.trace
+        call_id = span.start.get("tool_call_id")
+        pending = trace.requests.get(call_id) if call_id else None
+        if pending is None or pending["matched"]:
+            # No provider id: join by order, to the first unmatched request for this tool.
+            pending = next((p for p in trace.requests.values()
+                            if not p["matched"] and p["name"] == span.start.get("tool_name", span.name)), None)
+        trace.tool_ms[call_id or span.span_id] = latency
+        if pending is None:
+            rows.tool_calls.append({
+                "id": f"{span.span_id}:tool", "trace_id": trace.trace_id, "llm_span_id": None, "position": None,
+                "tool_call_id": _short(call_id, 128), "name": _short(span.name, 256),
+                "tool_span_id": span.span_id, "status": status, "latency_ms": latency,
+            })
+            return
+        pending["matched"] = True
+        rows.tool_updates.append({"b_id": pending["row_id"], "tool_span_id": span.span_id, "status": status,
+                                  "latency_ms": latency})
+
+    def _parser_end(self, span: _Span, t, out, exc, error, rows: Rows) -> str | None:
+        trace = span.trace
+        target = None
+        for call in reversed(trace.llm_calls):
+            if call["t1"] <= span.t0 and not call["consumed"]:
+                target = call
+                break
+        if target is None:
+            return None
+        target["consumed"] = True
+        if exc is not None:
+            self._validation(trace.trace_id, target["span_id"], "schema", False, error["message"], "parser", t, rows,
+                             trace=trace)
+        elif span.kind == "parser" and span.name != "StrOutputParser":
+            self._validation(trace.trace_id, target["span_id"], "schema", True, None, "parser", t, rows, trace=trace)
+        return target["span_id"]
+
+    def _root_end(self, span: _Span, t, latency, status, rows: Rows) -> None:
+        trace = span.trace
+        trace.roots_open -= 1
+        a = trace.attrs
+        user = a.get("user_id")
+        tags = a.get("tags")
+        rows.traces.append({
+            "trace_id": trace.trace_id, "name": _short(a.get("trace_name") or span.name, 256),
+            "started_at": self._clock(span.t0), "ended_at": self._clock(t), "latency_ms": latency,
+            "status": status, "user_hash": hash_user_id(user, self._hash_key()) if user is not None else None,
+            "session_id": _short(a.get("session_id"), 128), "feature": _short(a.get("feature"), 128),
+            "team": _short(a.get("team"), 128),
+            "environment": _short(a.get("environment") or self._defaults["environment"], 64),
+            "release": _short(a.get("release") or self._defaults["release"], 64),
+            "prompt_version": _short(a.get("prompt_version"), 128),
+            "tags": dumps(list(tags) if isinstance(tags, (list, tuple, set)) else [tags]) if tags else None,
+            "meta": dumps(a["metadata"]) if a.get("metadata") else None, "capture": trace.capture,
+            "_fresh": trace.fresh,
+        })
+        trace.fresh = False
+        if trace.roots_open <= 0:
+            self._traces.pop(trace.trace_id, None)
+
+    # -- feedback and validations ------------------------------------------------------------
+
+    def _feedback(self, t, trace_id, f, rows: Rows) -> None:
+        fid = uuid.uuid4().hex
+        rows.feedback.append({"id": fid, "trace_id": trace_id, "action": f["action"], "score": f.get("score"),
+                              "source": _short(f.get("source"), 64), "at": self._clock(t)})
+        body = {k: f[k] for k in ("correction", "comment") if f.get(k) is not None}
+        if body:
+            self._content("fb:" + fid, self._traces.get(trace_id) or trace_id, body, rows)
+
+    def _validation(self, trace_id, span_id, rule, passed, detail, source, t, rows: Rows, trace=None) -> None:
+        vid = uuid.uuid4().hex
+        rows.validations.append({"id": vid, "trace_id": trace_id, "span_id": span_id, "rule": _short(rule, 256),
+                                 "passed": bool(passed), "source": source, "at": self._clock(t)})
+        if detail is not None:
+            self._content("val:" + vid, trace or self._traces.get(trace_id) or trace_id, {"detail": detail}, rows)
+
+    def _capped(self, value: Any) -> Any:
+        text = dumps(value)
+        return _capped_marker(text, self._cap) if len(text) > self._cap else value
+
+    # -- content -----------------------------------------------------------------------------
+
+    def _content(self, owner_id: str, trace: _Trace | str, fields: dict[str, Any], rows: Rows) -> None:
+        if isinstance(trace, _Trace):
+            trace_id, capture = trace.trace_id, trace.capture
+        else:
+            trace_id, capture = trace, self._capture
+        if capture == "metadata" or not fields:
+            return
+        if self.processors:
+            fields = run_processors(fields, self.processors, lambda exc: self._problem("processor", exc))
+        rows.pending_content.setdefault(trace_id, {})[owner_id] = fields
+
+    def finish(self, rows: Rows) -> None:
+        """One content row per trace per batch: {owner id: {field: value}} in one JSON document."""
+        now = time.time_ns()
+        expires = now + self._ttl_ns if self._ttl_ns else None
+        for trace_id, owners in rows.pending_content.items():
+            body = dumps(owners)
+            if len(body) > self._cap:
+                body = dumps({o: {k: self._capped(v) for k, v in f.items()} for o, f in owners.items()})
+            # time-ordered ids append to the primary-key B-tree instead of splitting it at random
+            rows.contents.append({"id": f"{now:016x}{os.urandom(6).hex()}", "trace_id": trace_id, "body": body,
+                                  "digest": digest(body), "size": len(body), "created_at": now,
+                                  "expires_at": expires})
+        rows.pending_content = {}
+
+
+def _capped_marker(text: str, cap: int) -> dict:
+    return {"__capped__": True, "length": len(text), "sha256": digest(text), "head": text[: min(cap, 10_000)]}
+
+
+def _short(value: Any, n: int) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text[:n]
+
+
+def _float(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if out == out and abs(out) != float("inf") else None

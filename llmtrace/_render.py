@@ -1,0 +1,91 @@
+"""A trace document as a readable text tree (the CLI's ``show`` and ``str(trace)``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+_WIDTH = 100
+
+
+def _short(value: Any, n: int = 80) -> str:
+    if value is None:
+        return "∅"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else (f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms")
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    lines = []
+    head = [f"trace {doc['trace_id']}", repr(doc.get("name")), doc.get("status") or "open",
+            _ms(doc.get("latency_ms"))]
+    for key in ("feature", "user_id", "session_id", "team", "prompt_version"):
+        if doc.get(key):
+            head.append(f"{key}={doc[key]}")
+    lines.append("  ".join(head))
+    t = doc["totals"]
+    lines.append(f"  {t['llm_calls']} LLM call(s), tokens in/out {t['input_tokens']}/{t['output_tokens']}, "
+                 f"cost {t['cost_usd'] if t['cost_usd'] is not None else 'unknown'}, errors {t['errors']}")
+    calls = {c["span_id"]: c for c in doc["llm_calls"]}
+    depth: dict[str | None, int] = {None: 0}
+    for s in doc["spans"]:
+        d = depth.get(s["parent_id"], 0) + 1
+        depth[s["span_id"]] = d
+        pad = "  " * d
+        mark = "✗" if s["status"] == "error" else "•"
+        lines.append(f"{pad}{mark} {s['kind']:<9} {s['name']}  {_ms(s['latency_ms'])}")
+        if s["error"]:
+            lines.append(f"{pad}    error [{s['error']['type']}] {_short(s['error']['message'])}")
+        call = calls.get(s["span_id"])
+        if call is not None:
+            lines.extend(pad + "    " + line for line in _call_lines(call))
+        elif s["kind"] == "tool":
+            lines.append(f"{pad}    args {_short(s['inputs'], 70)} → {_short(s['outputs'], 70)}")
+    if doc["validations"]:
+        lines.append("  validations: " + "; ".join(_val(v) for v in doc["validations"]))
+    if doc["feedback"]:
+        for f in doc["feedback"]:
+            extra = f" score={f['score']}" if f["score"] is not None else ""
+            extra += f" correction={_short(f['correction'], 60)}" if f["correction"] else ""
+            lines.append(f"  feedback: {f['action']}{extra} ({f['source']}, {f['at']})")
+    return "\n".join(line[:_WIDTH * 2] for line in lines)
+
+
+def _val(v: dict) -> str:
+    return f"{v['rule']} {'passed' if v['passed'] else 'FAILED'}" + (f" ({_short(v['detail'], 50)})" if v["detail"] else "")
+
+
+def _call_lines(c: dict[str, Any]) -> list[str]:
+    tok = c["tokens"]
+    lat = c["latency_ms"]
+    out = [f"model {c['model']} → {c['model_version'] or '?'} ({c['provider'] or '?'})  "
+           f"tokens {tok['input']}/{tok['output']}  ttft {_ms(lat['ttft'])}  retrieval {_ms(lat['retrieval'])}  "
+           f"tools {_ms(lat['tools'])}  finish {c['finish_reason'] or '–'}"
+           + (f"  retries {c['retry_count']}" if c["retry_count"] else "")
+           + (f"  fell back from {c['fallback_from']}" if c["fallback_from"] else "")]
+    if c["content_missing"]:
+        out.append(f"content: {c['content_missing']}")
+    if c["system_prompt"]:
+        out.append(f"system: {_short(c['system_prompt'])}")
+    for m in (c["input_messages"] or [])[-3:]:
+        if m.get("role") != "system":
+            out.append(f"{m.get('role')}: {_short(m.get('content') or m.get('tool_calls'))}")
+    if c["retrieved"]:
+        out.append("retrieved: " + ", ".join(f"{r['source_id']}({r['score']})" for r in c["retrieved"][:6]))
+    for tc in c["tool_calls"]:
+        out.append(f"tool call {tc['name']}({_short(tc['args'], 50)}) → {_short(tc['result'], 50)} "
+                   f"[{tc['status']}, {_ms(tc['latency_ms'])}]")
+    if c["raw_completion"]:
+        out.append(f"raw: {_short(c['raw_completion'])}")
+    if c["parsed"] is not None:
+        out.append(f"parsed: {_short(c['parsed'])}")
+    if c["parse_error"]:
+        out.append(f"parse error: {_short(c['parse_error'])}")
+    for v in c["validations"]:
+        out.append("validation: " + _val(v))
+    return out

@@ -1,0 +1,97 @@
+"""Turn whatever a framework hands us into JSON, on the writer thread, without ever raising.
+
+Bad input never breaks recording: cycles, bytes, NaN, deep nesting, lone surrogates and objects
+that do not serialize all become readable markers instead of exceptions.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import enum
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+MAX_DEPTH = 32
+_MAX_ITEMS = 10_000
+
+
+def to_jsonable(obj: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -> Any:
+    """A JSON-safe copy of ``obj`` (dicts, lists, str, numbers, bool, None)."""
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else repr(obj)  # NaN / inf are not JSON
+    if _depth >= MAX_DEPTH:
+        return "<max depth reached>"
+    oid = id(obj)
+    if oid in _seen:
+        return "<cycle>"
+    seen = _seen | {oid}
+    depth = _depth + 1
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v, depth, seen) for k, v in list(obj.items())[:_MAX_ITEMS]}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = list(obj)[:_MAX_ITEMS]
+        return [to_jsonable(v, depth, seen) for v in items]
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        raw = bytes(obj)
+        return {"__bytes__": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
+                "base64_head": base64.b64encode(raw[:64]).decode()}
+    if isinstance(obj, (_dt.datetime, _dt.date, _dt.time)):
+        return obj.isoformat()
+    if isinstance(obj, (uuid.UUID, _dt.timedelta)):
+        return str(obj)
+    if isinstance(obj, enum.Enum):
+        return to_jsonable(obj.value, depth, seen)
+    if isinstance(obj, BaseException):
+        return {"type": type(obj).__name__, "message": str(obj)}
+    dump = getattr(obj, "model_dump", None)  # pydantic v2 models, LangChain messages and documents
+    if callable(dump) and not isinstance(obj, type):
+        try:
+            return to_jsonable(dump(), depth, seen)
+        except Exception:
+            pass
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        try:
+            return {f.name: to_jsonable(getattr(obj, f.name), depth, seen) for f in dataclasses.fields(obj)}
+        except Exception:
+            pass
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<unrepresentable {type(obj).__name__}>"
+    return text[:2_000]
+
+
+def _default(obj: Any) -> Any:
+    return to_jsonable(obj)
+
+
+_fast = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default).encode
+
+
+def dumps(obj: Any) -> str:
+    """JSON text of ``obj``; lone surrogates are escaped so every database accepts the text."""
+    try:  # plain data: the C encoder, no Python walk
+        text = _fast(obj)
+    except (ValueError, TypeError, RecursionError):  # NaN, cycles, odd keys: the careful walk
+        text = json.dumps(to_jsonable(obj), ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()

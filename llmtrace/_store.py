@@ -1,0 +1,129 @@
+"""The database: one engine per Tracer, SQLite tuned for a writer plus readers, numbered migrations."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from llmtrace import _schema as S
+from llmtrace._errors import ConfigError, StoreError
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def create_engine(url: str) -> Engine:
+    try:
+        parsed = sa.engine.make_url(url)
+    except Exception as exc:
+        raise ConfigError(f"cannot parse database url {url!r}: {exc}") from None
+    kwargs: dict = {"hide_parameters": True}  # parameters are content: never in an error message
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        if parsed.database in (None, "", ":memory:"):
+            kwargs["poolclass"] = sa.pool.StaticPool  # one shared in-memory database
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except Exception as exc:  # most often a missing driver
+        raise ConfigError(
+            f"cannot open {parsed.render_as_string(hide_password=True)}: {exc}. "
+            "Install the driver (e.g. pip install 'psycopg[binary]' or pymysql)."
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=OFF")
+    finally:
+        cur.close()
+
+
+def _migration_1(conn: sa.Connection) -> None:
+    S.METADATA.create_all(conn, checkfirst=True)
+
+
+# Numbered migrations; a new schema change appends (version, name, function) here.
+MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
+    (1, "initial tables", _migration_1),
+]
+assert MIGRATIONS[-1][0] == S.SCHEMA_VERSION
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        self.dialect = self.engine.dialect.name
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def ensure_schema(self) -> None:
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            try:
+                self._migrate()
+            except Exception as exc:
+                raise StoreError(
+                    f"cannot prepare the llmtrace tables in {self.engine.url.render_as_string(hide_password=True)}: {exc}"
+                ) from exc
+            self._ready = True
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            S.migrations.create(conn, checkfirst=True)
+            done = set(conn.execute(sa.select(S.migrations.c.version)).scalars())
+        for version, name, step in MIGRATIONS:
+            if version in done:
+                continue
+            with self.engine.begin() as conn:
+                step(conn)
+                try:
+                    with conn.begin_nested():
+                        conn.execute(S.migrations.insert(), {"version": version, "name": name, "applied_at": utcnow()})
+                except IntegrityError:
+                    pass  # another process applied it at the same moment
+
+    def schema_version(self) -> int:
+        self.ensure_schema()
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(S.migrations.c.version))).scalar() or 0
+
+    def meta_value(self, key: str, make: Callable[[], str]) -> str:
+        """A per-database value (e.g. the user-id hash key), created once, shared by all processes."""
+        self.ensure_schema()
+        with self.engine.begin() as conn:
+            found = conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == key)).scalar()
+            if found is not None:
+                return found
+            try:
+                with conn.begin_nested():
+                    conn.execute(S.meta.insert(), {"key": key, "value": make()})
+            except IntegrityError:
+                pass
+            return conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == key)).scalar()
+
+    def dispose(self, close: bool = True) -> None:
+        self.engine.dispose(close=close)
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)

@@ -1,0 +1,268 @@
+"""The Tracer: settings, the store, the writer, trace contexts, feedback and validations."""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from numbers import Real
+from typing import Any
+
+from loguru import logger
+
+from llmtrace import _events as E
+from llmtrace._config import CAPTURE_MODES, Settings, make_settings
+from llmtrace._errors import ConfigError, InvalidFeedback
+from llmtrace._privacy import Processor
+from llmtrace._recorder import Recorder
+from llmtrace._store import Store, new_secret
+from llmtrace._writer import Writer
+
+FEEDBACK_ACTIONS = ("accepted", "edited", "retried", "abandoned", "rated")
+_MAX_ID = 128
+
+_live: weakref.WeakSet[Tracer] = weakref.WeakSet()
+
+
+class TraceScope:
+    """``with tracer.trace(...) as t:`` — everything inside is one trace; ``t.trace_id`` is its id."""
+
+    def __init__(self, tracer: Tracer, ctx: E.TraceContext) -> None:
+        self._tracer = tracer
+        self._ctx = ctx
+        self._token = None
+
+    @property
+    def trace_id(self) -> str:
+        return self._ctx.trace_id
+
+    @property
+    def span_id(self) -> str:
+        return self._ctx.span_id or ""
+
+    def __enter__(self) -> TraceScope:
+        self._token = E.current_trace.set(self._ctx)
+        self._tracer._submit((E.START, time.perf_counter_ns(), self._ctx.span_id, None, "chain",
+                              self._ctx.name or "trace", self._ctx, None, None, None))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        t = time.perf_counter_ns()
+        if exc is not None:
+            self._tracer._submit((E.ERROR, t, self._ctx.span_id, exc, None))
+        else:
+            self._tracer._submit((E.END, t, self._ctx.span_id, None, None, None))
+        if self._token is not None:
+            try:
+                E.current_trace.reset(self._token)
+            except ValueError:  # exited in another context (e.g. a generator): just clear it
+                E.current_trace.set(None)
+            self._token = None
+
+    async def __aenter__(self) -> TraceScope:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+class Tracer:
+    """Records LLM calls into SQL tables. One per process is typical; handlers share it.
+
+    ``Tracer(url=None, *, capture="redacted", content_ttl_days=30, **settings)``: with no URL,
+    ``LLMTRACE_DATABASE_URL``, else ``sqlite:///llmtrace.db``.
+    """
+
+    def __init__(self, url: str | None = None, *, capture: str | None = None,
+                 content_ttl_days: float | None | str = "env", processors: list[Processor] | None = None,
+                 **settings: Any) -> None:
+        if capture is not None:
+            settings["capture"] = capture
+        if content_ttl_days != "env":
+            settings["content_ttl_days"] = content_ttl_days
+        self.settings: Settings = make_settings(url, **settings)
+        self._store = Store(self.settings.url)
+        self._wall0 = time.time_ns()
+        self._perf0 = time.perf_counter_ns()
+        self._hash_key: str | None = self.settings.hash_key
+        self._writer = self._new_writer(list(processors or []))
+        self._writer.start()
+        self._closed = False
+        _live.add(self)
+
+    def _new_writer(self, processors: list[Processor]) -> Writer:
+        s = self.settings
+        recorder = Recorder(clock=self._clock, capture=s.capture, ttl_days=s.content_ttl_days,
+                            max_field_chars=s.max_field_chars, hash_key=self._user_hash_key,
+                            environment=s.environment, release=s.release, processors=processors,
+                            on_problem=lambda where, exc: self._writer.problem(where, exc))
+        return Writer(self._store, recorder, queue_size=s.queue_size, on_full=s.on_queue_full,
+                      block_seconds=s.queue_block_seconds, batch_size=s.batch_size,
+                      interval=s.flush_interval_seconds, retries=s.write_retries,
+                      open_span_timeout=s.open_span_timeout_seconds)
+
+    # -- used by integrations (private, but stable between llmtrace packages) -----------------
+
+    def _submit(self, ev: tuple) -> None:
+        self._writer.submit(ev)
+
+    def _clock(self, t_ns: int) -> int:
+        """Wall-clock nanoseconds of a monotonic reading (rows carry ints; the writer formats them)."""
+        return self._wall0 + (t_ns - self._perf0)
+
+    def _user_hash_key(self) -> str:
+        if self._hash_key is None:
+            self._hash_key = self._store.meta_value("user_hash_key", new_secret)
+        return self._hash_key
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    # -- public -------------------------------------------------------------------------------
+
+    def trace(self, name: str | None = None, trace_id: str | None = None, user_id: Any = None, *,
+              session_id: str | None = None, feature: str | None = None, team: str | None = None,
+              prompt_version: str | None = None, tags: list[str] | None = None,
+              metadata: dict[str, Any] | None = None, capture: str | None = None) -> TraceScope:
+        """A context manager making everything inside (several chains, app code) one trace."""
+        if capture is not None and capture not in CAPTURE_MODES:
+            raise ConfigError(f"capture must be one of {CAPTURE_MODES}, not {capture!r}")
+        generated = trace_id is None
+        trace_id = _check_id(trace_id) if trace_id is not None else str(uuid.uuid4())
+        attrs = {k: v for k, v in {
+            "user_id": user_id, "session_id": session_id, "feature": feature, "team": team,
+            "prompt_version": prompt_version, "tags": tags, "metadata": metadata, "capture": capture,
+        }.items() if v is not None}
+        return TraceScope(self, E.TraceContext(trace_id, str(uuid.uuid4()), name, attrs, generated))
+
+    def record_feedback(self, trace_id: str, action: str, *, score: float | None = None,
+                        correction: str | None = None, comment: str | None = None, source: str = "user") -> None:
+        """Attach the user's action to a trace, now or hours later, from any process.
+
+        The trace need not be written yet: feedback that arrives first shows once the trace does.
+        """
+        trace_id = _check_id(trace_id)
+        if not isinstance(action, str) or not action.strip():
+            raise InvalidFeedback(f"action must be one of {FEEDBACK_ACTIONS} or a custom name, not {action!r}")
+        action = action.strip()
+        if len(action) > 64:
+            raise InvalidFeedback(f"action names are at most 64 characters; got {len(action)}")
+        if score is not None:
+            if isinstance(score, bool) or not isinstance(score, Real) or not math.isfinite(float(score)):
+                raise InvalidFeedback(f"score must be a finite number (e.g. 4 or 0.8), not {score!r}")
+            score = float(score)
+        if action == "rated" and score is None:
+            raise InvalidFeedback("action 'rated' needs a score, e.g. record_feedback(tid, 'rated', score=4)")
+        if action == "edited" and correction is None:
+            raise InvalidFeedback("action 'edited' needs the text the user kept: correction='...'")
+        fields = {"action": action, "score": score, "correction": correction, "comment": comment,
+                  "source": source}
+        self._submit((E.FEEDBACK, time.perf_counter_ns(), trace_id, fields))
+
+    def record_validation(self, trace_id: str, *, rule: str, passed: bool, detail: Any = None,
+                          span_id: str | None = None) -> None:
+        """Record the outcome of a validation rule your code ran over a trace's answer."""
+        trace_id = _check_id(trace_id)
+        if not isinstance(rule, str) or not rule.strip():
+            raise ConfigError(f"rule must be a non-empty name such as 'dose_range', not {rule!r}")
+        if not isinstance(passed, bool):
+            raise ConfigError(f"passed must be True or False, not {passed!r}")
+        fields = {"rule": rule.strip(), "passed": passed, "detail": detail,
+                  "span_id": str(span_id) if span_id is not None else None}
+        self._submit((E.VALIDATION, time.perf_counter_ns(), trace_id, fields))
+
+    def get_trace(self, trace_id: str):
+        """The recorded trace; ``.to_dict()`` is the SIGNALS.md document. Raises ``TraceNotFound``."""
+        from llmtrace._read import load_trace
+
+        self.flush(timeout=10)
+        return load_trace(self._store, _check_id(trace_id))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until everything recorded so far is written; False if ``timeout`` ran out first."""
+        return self._writer.flush(timeout)
+
+    def close(self, timeout: float | None = 10) -> None:
+        """Write what is queued, stop the writer and release the database."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.stop(timeout)
+        self._store.dispose()
+        _live.discard(self)
+
+    def health(self) -> dict[str, Any]:
+        """Counts of what was written, dropped and failed, and the queue depth right now."""
+        return self._writer.health()
+
+    def schema_version(self) -> int:
+        return self._store.schema_version()
+
+    def __enter__(self) -> Tracer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Tracer({self._store.engine.url.render_as_string(hide_password=True)!r})"
+
+    def _after_fork(self) -> None:
+        # The child has the parent's queue but no writer thread: the parent writes its own events.
+        self._writer.queue.clear()
+        self._store.dispose(close=False)
+        self._writer.wake = threading.Event()
+        self._writer.counters.lock = threading.Lock()
+        self._writer.start()
+
+
+def _check_id(trace_id: Any) -> str:
+    if trace_id is None or (isinstance(trace_id, str) and not trace_id.strip()):
+        raise ConfigError("trace_id must be a non-empty string")
+    text = str(trace_id)
+    if len(text) > _MAX_ID:
+        raise ConfigError(f"trace_id is at most {_MAX_ID} characters; got {len(text)}")
+    return text
+
+
+_default: Tracer | None = None
+_default_lock = threading.Lock()
+
+
+def default_tracer() -> Tracer:
+    """The process-wide Tracer used by handlers created without one (from the environment)."""
+    global _default
+    with _default_lock:
+        if _default is None or _default._closed:
+            _default = Tracer()
+        return _default
+
+
+def _drain_all() -> None:
+    for tracer in list(_live):
+        try:
+            if not tracer.flush(timeout=10):
+                logger.warning("llmtrace: exit drain timed out; health: {}", tracer.health())
+        except Exception:
+            pass
+
+
+def _reinit_after_fork() -> None:
+    for tracer in list(_live):
+        try:
+            tracer._after_fork()
+        except Exception:
+            pass
+
+
+atexit.register(_drain_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
+
+Callback = Callable[..., None]

@@ -1,0 +1,404 @@
+"""The write path: a bounded queue the callbacks append to, and one writer thread per process.
+
+Callbacks only append a tuple (``collections.deque.append`` is atomic and costs tens of
+nanoseconds); the writer wakes on a timer, when the queue fills up, or on ``flush``; it converts
+the events to rows (``Recorder``) and inserts them in one transaction per batch with SQLAlchemy Core
+``executemany``. A database error is retried with backoff, then the rows are counted as failed and
+reported; nothing is ever raised into the caller.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from loguru import logger
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from llmtrace import _events as E
+from llmtrace import _schema as S
+from llmtrace._recorder import Recorder, Rows
+from llmtrace._store import Store
+
+_INSERT_ORDER = ("contents", "spans", "llm_calls", "tool_calls", "chunks", "validations", "feedback")
+_TABLES = {"contents": S.contents, "spans": S.spans, "llm_calls": S.llm_calls, "tool_calls": S.tool_calls,
+           "chunks": S.chunks, "validations": S.validations, "feedback": S.feedback}
+_TOOL_UPDATE = (S.tool_calls.update().where(S.tool_calls.c.id == sa.bindparam("b_id"))
+                .values(tool_span_id=sa.bindparam("tool_span_id"), status=sa.bindparam("status"),
+                        latency_ms=sa.bindparam("latency_ms")))
+_SWEEP_EVERY_S = 30.0
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.enqueued_dropped = 0
+        self.rows_written = 0
+        self.spans_written = 0
+        self.llm_calls_written = 0
+        self.rows_failed = 0
+        self.write_errors = 0
+        self.abandoned_spans = 0
+        self.problems = 0
+        self.last_error: str | None = None
+
+
+class Writer:
+    def __init__(self, store: Store, recorder: Recorder, *, queue_size: int, on_full: str,
+                 block_seconds: float, batch_size: int, interval: float, retries: int,
+                 open_span_timeout: float) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.queue: deque = deque()
+        self.max = queue_size
+        self.wake_at = max(1, min(batch_size, queue_size // 2))
+        self.block_seconds = block_seconds if on_full == "block" else 0.0
+        self.batch_size = batch_size
+        self.interval = interval
+        self.retries = retries
+        self.open_span_timeout_ns = int(open_span_timeout * 1e9)
+        self.counters = Counters()
+        self.wake = threading.Event()
+        self.stopping = False
+        self.thread: threading.Thread | None = None
+        self.busy = False
+        self._last_sweep = time.monotonic()
+
+    # -- caller side --------------------------------------------------------------------------
+
+    def submit(self, ev: tuple) -> None:
+        q = self.queue
+        n = len(q)
+        if n >= self.wake_at:
+            if n >= self.max and not self._wait_for_room():
+                self._dropped()
+                return
+            if not self.wake.is_set():
+                self.wake.set()
+        q.append(ev)
+
+    def _dropped(self) -> None:
+        c = self.counters
+        with c.lock:
+            c.enqueued_dropped += 1
+            n = c.enqueued_dropped
+        if n in (1, 100, 10_000) or n % 100_000 == 0:
+            logger.warning("llmtrace queue full ({} events): {} events dropped so far; see tracer.health()",
+                           self.max, n)
+
+    def _wait_for_room(self) -> bool:
+        self.wake.set()
+        deadline = time.monotonic() + self.block_seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.001)
+            if len(self.queue) < self.max:
+                return True
+        return len(self.queue) < self.max
+
+    def start(self) -> None:
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="llmtrace-writer", daemon=True)
+        self.thread.start()
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def flush(self, timeout: float | None) -> bool:
+        """Wait until everything submitted before this call is in the database (or failed)."""
+        if not self.alive():
+            if self.queue:
+                self._drain_inline()
+            return not self.queue
+        done = threading.Event()
+        self.queue.append((E.BARRIER, done))
+        self.wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))):
+            if not self.alive():
+                self._drain_inline()  # the writer died (it should not): do its work here
+                return not self.queue
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return True
+
+    def stop(self, timeout: float | None) -> bool:
+        ok = self.flush(timeout)
+        self.stopping = True
+        self.wake.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+        return ok
+
+    # -- writer thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self.stopping:
+            self.wake.wait(self.interval)
+            self.wake.clear()
+            try:
+                self._drain_inline()
+            except Exception as exc:  # never let the writer die: count, report, go on
+                self.problem("writer", exc)
+
+    def _drain_inline(self) -> None:
+        q = self.queue
+        while q:
+            rows = Rows()
+            barriers = []
+            n = 0
+            try:
+                while q and n < self.batch_size:
+                    ev = q.popleft()
+                    n += 1
+                    if ev[0] == E.BARRIER:
+                        barriers.append(ev[1])
+                        break  # write what came before, then release the waiter
+                    try:
+                        self.recorder.apply(ev, rows)
+                    except Exception as exc:
+                        self.problem("record", exc)
+                self._maybe_sweep(rows)
+                try:
+                    self.recorder.finish(rows)
+                except Exception as exc:
+                    self.problem("content", exc)
+                if rows.count():
+                    self._write(rows)
+            finally:
+                for done in barriers:  # a waiter is released whatever happened
+                    done.set()
+        self._maybe_sweep(None)
+
+    def _maybe_sweep(self, rows: Rows | None) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < _SWEEP_EVERY_S:
+            return
+        self._last_sweep = now
+        own = rows or Rows()
+        n = self.recorder.expire_open(time.perf_counter_ns(), self.open_span_timeout_ns, own)
+        if n:
+            self.counters.abandoned_spans += n
+            logger.warning("llmtrace closed {} span(s) open longer than {:.0f}s as abandoned", n,
+                           self.open_span_timeout_ns / 1e9)
+        if rows is None:
+            self.recorder.finish(own)
+            if own.count():
+                self._write(own)
+
+    def _write(self, rows: Rows) -> None:
+        total = rows.count()
+        delay = 0.1
+        for attempt in range(self.retries + 1):
+            try:
+                self.store.ensure_schema()
+                with self.store.engine.begin() as conn:
+                    write_rows(conn, rows)
+                self._written(rows, total)
+                return
+            except IntegrityError as exc:
+                # A bad row (e.g. a duplicate id) must not take the whole batch with it.
+                self._note_error(exc)
+                self._write_one_by_one(rows)
+                return
+            except Exception as exc:
+                self._note_error(exc)
+                if attempt < self.retries:
+                    time.sleep(delay)
+                    delay *= 4
+        with self.counters.lock:
+            self.counters.rows_failed += total
+        logger.error("llmtrace could not write {} rows after {} attempts: {}", total, self.retries + 1,
+                     self.counters.last_error)
+
+    def _write_one_by_one(self, rows: Rows) -> None:
+        for name in (*_INSERT_ORDER, "tool_updates", "traces"):
+            for row in getattr(rows, name):
+                single = Rows()
+                getattr(single, name).append(row)
+                try:
+                    with self.store.engine.begin() as conn:
+                        write_rows(conn, single)
+                    self._written(single, 1)
+                except Exception as exc:
+                    self._note_error(exc)
+                    with self.counters.lock:
+                        self.counters.rows_failed += 1
+
+    def _written(self, rows: Rows, total: int) -> None:
+        with self.counters.lock:
+            self.counters.rows_written += total
+            self.counters.spans_written += len(rows.spans)
+            self.counters.llm_calls_written += len(rows.llm_calls)
+
+    def _note_error(self, exc: Exception) -> None:
+        with self.counters.lock:
+            self.counters.write_errors += 1
+            self.counters.last_error = f"{type(exc).__name__}: {_first_line(exc)}"
+
+    def problem(self, where: str, exc: Exception) -> None:
+        with self.counters.lock:
+            self.counters.problems += 1
+            first = self.counters.problems <= 20
+        if first:  # type and place only: an exception's message or locals may carry content
+            logger.warning("llmtrace: {} failed and was skipped: {} at {}", where, type(exc).__name__, _where(exc))
+
+    def health(self) -> dict[str, Any]:
+        c = self.counters
+        with c.lock:
+            return {
+                "queue_depth": len(self.queue), "queue_size": self.max, "writer_alive": self.alive(),
+                "records_written": c.rows_written, "spans_written": c.spans_written,
+                "llm_calls_written": c.llm_calls_written, "dropped": c.enqueued_dropped,
+                "failed": c.rows_failed, "write_errors": c.write_errors, "processing_errors": c.problems,
+                "abandoned_spans": c.abandoned_spans, "open_spans": self.recorder.open_spans(),
+                "last_error": c.last_error,
+            }
+
+
+_EPOCH = datetime(1970, 1, 1)
+_compiled: dict[tuple[str, str], tuple[str, list[str], bool, frozenset[str]]] = {}
+
+
+def to_datetime(ns: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+class _SqliteTime:
+    """Nanoseconds to the text SQLAlchemy writes for DateTime on SQLite, formatting once per second."""
+
+    def __init__(self) -> None:
+        self.sec = -1
+        self.prefix = ""
+
+    def __call__(self, ns: int) -> str:
+        sec, rem = divmod(ns, 1_000_000_000)
+        if sec != self.sec:
+            self.sec, self.prefix = sec, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(sec))
+        return f"{self.prefix}.{rem // 1000:06d}"
+
+
+_sqlite_time = _SqliteTime()
+
+
+def _insert_sql(conn: sa.Connection, table: sa.Table) -> tuple[str, list[str], bool, frozenset[str]]:
+    """The dialect's INSERT text, its parameter order, positional or not, and its time columns."""
+    key = (conn.dialect.name + conn.dialect.driver, table.name)
+    found = _compiled.get(key)
+    if found is None:
+        cols = [c.name for c in table.columns if c.autoincrement is not True]
+        compiled = table.insert().compile(dialect=conn.dialect, column_keys=cols)
+        names = list(compiled.positiontup) if compiled.positional else list(compiled.params)
+        times = frozenset(c.name for c in table.columns if isinstance(c.type, sa.DateTime))
+        found = _compiled[key] = (str(compiled), names, bool(compiled.positional), times)
+    return found
+
+
+def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
+    # executemany at the driver level: SQLAlchemy's per-row type processing costs more than the
+    # insert itself on SQLite. Rows carry times as wall-clock nanoseconds, converted here.
+    sql, names, positional, times = _insert_sql(conn, table)
+    conv = _sqlite_time if conn.dialect.name == "sqlite" else to_datetime
+    if times:
+        for r in rows:
+            for n in times:
+                v = r.get(n)
+                if type(v) is int:
+                    r[n] = conv(v)
+    if positional:
+        params = [tuple(r.get(n) for n in names) for r in rows]
+    else:
+        params = [{n: r.get(n) for n in names} for r in rows]
+    if conn.dialect.name == "sqlite" and len(rows) > 1:
+        _sqlite_multirow(conn, sql, names, params)
+    else:
+        conn.exec_driver_sql(sql, params)
+
+
+_SQLITE_MAX_VARS = 30_000  # SQLite >= 3.32 allows 32766 bound parameters per statement
+
+
+def _sqlite_multirow(conn: sa.Connection, sql: str, names: list[str], params: list[tuple]) -> None:
+    # sqlite3's executemany releases and retakes the GIL for every row; with the app's thread
+    # running, each retake is a thread hand-off that costs the app more than the insert itself.
+    # One multi-row INSERT per chunk takes the GIL hand-off once.
+    head, _, _ = sql.partition(" VALUES ")
+    one = "(" + ",".join("?" * len(names)) + ")"
+    per = max(1, _SQLITE_MAX_VARS // len(names))
+    for i in range(0, len(params), per):
+        chunk = params[i:i + per]
+        flat = [v for row in chunk for v in row]
+        conn.exec_driver_sql(head + " VALUES " + ",".join([one] * len(chunk)), tuple(flat))
+
+
+def write_rows(conn: sa.Connection, rows: Rows) -> None:
+    for name in _INSERT_ORDER:
+        batch = getattr(rows, name)
+        if batch:
+            _insert(conn, _TABLES[name], batch)
+    if rows.tool_updates:
+        conn.execute(_TOOL_UPDATE, rows.tool_updates)
+    if rows.traces:
+        _upsert_traces(conn, rows.traces)
+
+
+def _upsert_traces(conn: sa.Connection, new_rows: list[dict]) -> None:
+    """A trace may end more than once (several roots sharing one trace id): merge, never duplicate."""
+    fresh: list[dict] = []
+    rest: list[dict] = []
+    for row in new_rows:
+        (fresh if row.pop("_fresh", False) else rest).append(row)
+    if fresh:  # ids llmtrace generated and ended once: no row can exist yet
+        _insert(conn, S.traces, fresh)
+    if not rest:
+        return
+    merged: dict[str, dict] = {}
+    for row in rest:
+        for col in ("started_at", "ended_at"):
+            if type(row.get(col)) is int:
+                row[col] = to_datetime(row[col])
+        merged[row["trace_id"]] = _merge_trace(merged.get(row["trace_id"]), row)
+    t = S.traces
+    existing = {r.trace_id: dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.trace_id.in_(list(merged))))}
+    inserts = [row for tid, row in merged.items() if tid not in existing]
+    updates = [_merge_trace(existing[tid], row) for tid, row in merged.items() if tid in existing]
+    if inserts:
+        _insert(conn, t, inserts)
+    if updates:
+        cols = [c for c in updates[0] if c != "trace_id"]
+        stmt = t.update().where(t.c.trace_id == sa.bindparam("b_trace_id")).values(
+            {c: sa.bindparam("v_" + c) for c in cols})
+        conn.execute(stmt, [{"b_trace_id": u["trace_id"], **{"v_" + c: u[c] for c in cols}} for u in updates])
+
+
+def _merge_trace(old: dict | None, new: dict) -> dict:
+    if old is None:
+        return dict(new)
+    out = dict(old)
+    for key, value in new.items():
+        if value is not None and out.get(key) is None:
+            out[key] = value
+    if new.get("started_at") and old.get("started_at"):
+        out["started_at"] = min(old["started_at"], new["started_at"])
+    if new.get("ended_at") and old.get("ended_at"):
+        out["ended_at"] = max(old["ended_at"], new["ended_at"])
+    if out.get("started_at") and out.get("ended_at"):
+        out["latency_ms"] = (out["ended_at"] - out["started_at"]).total_seconds() * 1000
+    if "error" in (old.get("status"), new.get("status")):
+        out["status"] = "error"
+    return out
+
+
+def _where(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc)
+    return text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
