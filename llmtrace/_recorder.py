@@ -47,16 +47,18 @@ class Rows:
 
 class _Span:
     __slots__ = ("span_id", "trace", "parent_id", "kind", "name", "t0", "start", "retries",
-                 "retry_base", "fallback_anchor", "is_root")
+                 "retry_base", "fallback_anchor", "is_root", "convert", "raw")
 
-    def __init__(self, span_id, trace, parent_id, kind, name, t0, start):
+    def __init__(self, span_id, trace, parent_id, kind, name, t0, convert, raw):
         self.span_id = span_id
         self.trace = trace
         self.parent_id = parent_id
         self.kind = kind
         self.name = name
         self.t0 = t0
-        self.start = start
+        self.convert = convert  # the start payload is converted when the span ends (once, off the hot path)
+        self.raw = raw
+        self.start: dict = {}
         self.retries = 0
         self.retry_base = 0
         self.fallback_anchor = None
@@ -107,12 +109,19 @@ class Recorder:
             _, t, span_id, convert, raw, extra = ev
             span_id = str(span_id)
             span = self._open.get(span_id)
+            if span is None:
+                return
+            # frameworks that stream pass the real inputs only at the end
+            self._load_start(span, extra["inputs"] if extra and "inputs" in extra else span.raw)
             # a prompt's rendered output is the next LLM call's input snapshot: not stored twice
-            out = {} if span is None or span.start.get("skip_outputs") else self._convert(convert, raw)
+            out = {} if span.start.get("skip_outputs") else self._convert(convert, raw)
             self._end(t, span_id, out, None, extra, rows)
         elif op == E.ERROR:
             _, t, span_id, exc, extra = ev
-            self._end(t, str(span_id), {}, exc, extra, rows)
+            span = self._open.get(str(span_id))
+            if span is not None:
+                self._load_start(span, span.raw)
+                self._end(t, span.span_id, {}, exc, extra, rows)
         elif op == E.RETRY:
             span = self._open.get(str(ev[2]))
             if span is not None:
@@ -130,8 +139,13 @@ class Recorder:
         """End spans that never ended (a lost callback, an abandoned stream) so they are not lost."""
         stale = [s for s in self._open.values() if now_ns - s.t0 > older_than_ns]
         for span in sorted(stale, key=lambda s: -s.t0):  # children before parents
+            self._load_start(span, span.raw)
             self._end(now_ns, span.span_id, {}, TimeoutError("span never ended (abandoned)"), None, rows)
         return len(stale)
+
+    def _load_start(self, span: _Span, raw) -> None:
+        span.start = self._convert(span.convert, raw)
+        span.raw = span.convert = None
 
     def _convert(self, convert, raw) -> dict:
         if convert is None:
@@ -152,7 +166,7 @@ class Recorder:
             trace = self._trace_for_root(span_id, root, metadata)
             trace.roots_open += 1
             parent_id = None
-        span = _Span(span_id, trace, parent_id, kind, name, t, self._convert(convert, raw))
+        span = _Span(span_id, trace, parent_id, kind, name, t, convert, raw)
         span.is_root = is_root
         if parent is not None and kind == "llm":
             anc = parent
@@ -314,8 +328,8 @@ class Recorder:
     def _parser_end(self, span: _Span, t, out, exc, error, rows: Rows) -> str | None:
         trace = span.trace
         target = None
-        for call in reversed(trace.llm_calls):
-            if call["t1"] <= span.t0 and not call["consumed"]:
+        for call in reversed(trace.llm_calls):  # (a streaming parser starts before the model ends)
+            if call["t1"] <= t and not call["consumed"]:
                 target = call
                 break
         if target is None:

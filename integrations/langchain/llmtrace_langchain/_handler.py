@@ -86,8 +86,12 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
     def on_chain_end(self, outputs, *, run_id, **kwargs: Any) -> None:
         try:
             cls = type(outputs)
+            inputs = kwargs.get("inputs")  # the real inputs when streaming (the start saw a placeholder)
+            if inputs is not None:
+                icls = type(inputs)
+                inputs = {"inputs": inputs.copy() if icls is dict or icls is list else inputs}
             self._submit((END, _now(), run_id, X.chain_outputs,
-                          outputs.copy() if cls is dict or cls is list else outputs, None))
+                          outputs.copy() if cls is dict or cls is list else outputs, inputs))
         except Exception as exc:
             self._problem("on_chain_end", exc)
 
