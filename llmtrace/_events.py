@@ -5,7 +5,7 @@ a monotonic timestamp, ids, and *references* to the framework's objects plus a `
 of its own. ``convert(raw)`` runs later on the writer thread and returns plain fields (see
 ``_recorder``): serialization never happens on the caller's thread.
 
-    (START, t_ns, span_id, parent_id, kind, name, root, convert, raw, metadata)
+    (START, t_ns, span_id, parent_id, kind, name, root, convert, raw, metadata, tags)
     (END,   t_ns, span_id, convert, raw, extra)
     (ERROR, t_ns, span_id, exc, extra)
     (RETRY, t_ns, span_id)

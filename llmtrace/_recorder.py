@@ -102,9 +102,9 @@ class Recorder:
     def apply(self, ev: tuple, rows: Rows) -> None:
         op = ev[0]
         if op == E.START:  # ids arrive as the framework's objects (UUIDs): made strings here, off the hot path
-            _, t, span_id, parent_id, kind, name, root, convert, raw, metadata = ev
+            _, t, span_id, parent_id, kind, name, root, convert, raw, metadata, tags = ev
             self._start(t, str(span_id), None if parent_id is None else str(parent_id), kind,
-                        E.name_of(name, kind), root, convert, raw, metadata)
+                        E.name_of(name, kind), root, convert, raw, metadata, tags)
         elif op == E.END:
             _, t, span_id, convert, raw, extra = ev
             span_id = str(span_id)
@@ -156,7 +156,7 @@ class Recorder:
             self._problem(f"convert:{getattr(convert, '__name__', convert)}", exc)
             return {}
 
-    def _start(self, t, span_id, parent_id, kind, name, root, convert, raw, metadata) -> None:
+    def _start(self, t, span_id, parent_id, kind, name, root, convert, raw, metadata, tags=None) -> None:
         parent = self._open.get(parent_id) if parent_id is not None else None
         trace = parent.trace if parent is not None else None
         if trace is None and parent_id is not None:
@@ -168,11 +168,15 @@ class Recorder:
             parent_id = None
         span = _Span(span_id, trace, parent_id, kind, name, t, convert, raw)
         span.is_root = is_root
+        if tags:  # LangChain's RunnableRetry tags each attempt after the first "retry:attempt:N"
+            for tag in tags:
+                if isinstance(tag, str) and tag.startswith("retry:attempt:") and tag[14:].isdigit():
+                    span.retry_base = int(tag[14:]) - 1
         if parent is not None and kind == "llm":
             anc = parent
             while anc is not None:
-                if not span.retry_base and anc.retries:
-                    span.retry_base = anc.retries
+                if not span.retry_base and (anc.retries or anc.retry_base):
+                    span.retry_base = anc.retries or anc.retry_base
                 if span.fallback_anchor is None and "WithFallbacks" in (anc.name or ""):
                     span.fallback_anchor = anc.span_id
                 anc = self._open.get(anc.parent_id) if anc.parent_id else None

@@ -48,7 +48,7 @@ class TraceScope:
     def __enter__(self) -> TraceScope:
         self._token = E.current_trace.set(self._ctx)
         self._tracer._submit((E.START, time.perf_counter_ns(), self._ctx.span_id, None, "chain",
-                              self._ctx.name or "trace", self._ctx, None, None, None))
+                              self._ctx.name or "trace", self._ctx, None, None, None, None))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables.config import var_child_runnable_config
 
 from llmtrace import Tracer, default_tracer
 from llmtrace._events import END, ERROR, RETRY, START, TraceContext, current_trace
@@ -58,7 +59,17 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             pass
 
     def _root(self, run_id: UUID, metadata: dict[str, Any] | None) -> tuple[Any, TraceContext | None]:
-        """Parent and trace context of a run LangChain sees as a root."""
+        """Parent and trace context of a run LangChain reports without a parent.
+
+        Some runnables (``RunnableWithFallbacks`` in langchain-core 1.x) set the child config in
+        the context but invoke with the parent's: their children arrive with no parent_run_id.
+        The config in the context still names the real parent, so the request stays one trace.
+        """
+        child_config = var_child_runnable_config.get()
+        if child_config:
+            parent = getattr(child_config.get("callbacks"), "parent_run_id", None)
+            if parent is not None and parent != run_id:
+                return parent, None
         ctx = current_trace.get()
         if ctx is not None:  # inside ``with tracer.trace():``: a child of that trace's span
             self.last_trace_id = ctx.trace_id
@@ -79,7 +90,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             self._submit((START, _now(), run_id, parent, _KINDS.get(run_type, "chain") if run_type else "chain",
                           kwargs.get("name") or serialized, root,
                           X.prompt_inputs if run_type == "prompt" else X.chain_inputs,
-                          inputs.copy() if cls is dict or cls is list else inputs, metadata))
+                          inputs.copy() if cls is dict or cls is list else inputs, metadata, tags))
         except Exception as exc:
             self._problem("on_chain_start", exc)
 
@@ -109,7 +120,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             parent, root = (parent_run_id, None) if parent_run_id is not None else self._root(run_id, metadata)
             raw = (serialized, [list(m) for m in messages], kwargs.get("invocation_params"), metadata, True)
             self._submit((START, _now(), run_id, parent, "llm", kwargs.get("name") or serialized, root, X.llm_start,
-                          raw, metadata))
+                          raw, metadata, tags))
         except Exception as exc:
             self._problem("on_chat_model_start", exc)
 
@@ -119,7 +130,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             parent, root = (parent_run_id, None) if parent_run_id is not None else self._root(run_id, metadata)
             raw = (serialized, list(prompts), kwargs.get("invocation_params"), metadata, False)
             self._submit((START, _now(), run_id, parent, "llm", kwargs.get("name") or serialized, root, X.llm_start,
-                          raw, metadata))
+                          raw, metadata, tags))
         except Exception as exc:
             self._problem("on_llm_start", exc)
 
@@ -155,7 +166,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             parent, root = (parent_run_id, None) if parent_run_id is not None else self._root(run_id, metadata)
             name = kwargs.get("name") or serialized
             raw = (input_str, _copy(inputs), kwargs.get("tool_call_id"), name)
-            self._submit((START, _now(), run_id, parent, "tool", name, root, X.tool_start, raw, metadata))
+            self._submit((START, _now(), run_id, parent, "tool", name, root, X.tool_start, raw, metadata, tags))
         except Exception as exc:
             self._problem("on_tool_start", exc)
 
@@ -178,7 +189,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         try:
             parent, root = (parent_run_id, None) if parent_run_id is not None else self._root(run_id, metadata)
             self._submit((START, _now(), run_id, parent, "retriever", kwargs.get("name") or serialized, root, X.query,
-                          query, metadata))
+                          query, metadata, tags))
         except Exception as exc:
             self._problem("on_retriever_start", exc)
 
