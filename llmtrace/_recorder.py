@@ -15,7 +15,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-
 from llmtrace import _events as E
 from llmtrace._classify import describe, is_parse_failure
 from llmtrace._privacy import Processor, hash_user_id, run_processors, scrub_secrets

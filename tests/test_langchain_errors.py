@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from fakes import REFUND_JSON, Refund, ScriptedChatModel, answer, rag_chain, simple_chain, tool_call
 from langchain_core.output_parsers import JsonOutputParser
+from pydantic import ValidationError
 
 
 class RateLimitError(Exception):
@@ -111,7 +112,7 @@ def test_structured_output_validation_error(sqlite_tracer):
 
     h = LLMTraceCallbackHandler(sqlite_tracer)
     model = ScriptedChatModel(script=[answer("", tool_calls=[tool_call("Refund", {"eligible": "maybe"}, "c")])])
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         model.with_structured_output(Refund).invoke("q", config={"callbacks": [h]})
     [call] = sqlite_tracer.get_trace(h.last_trace_id).to_dict()["llm_calls"]
     assert call["parse_error"] and "eligible" in call["parse_error"]
