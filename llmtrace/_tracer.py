@@ -184,6 +184,17 @@ class Tracer:
         self.flush(timeout=10)
         return load_trace(self._store, _check_id(trace_id))
 
+    def export_eval_set(self, path: str, *, format: str = "jsonl", **filters: Any) -> int:
+        """Write feedback-labelled examples to ``path``; returns the number of rows.
+
+        Filters: ``labels`` (positive / negative / corrected), ``feature``, ``model``,
+        ``prompt_version``, ``since``, ``until``, ``last_call_only``.
+        """
+        from llmtrace._export import export_eval_set
+
+        self.flush(timeout=10)
+        return export_eval_set(self._store, path, format=format, **filters)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything recorded so far is written; False if ``timeout`` ran out first."""
         return self._writer.flush(timeout)

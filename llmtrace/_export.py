@@ -1,0 +1,84 @@
+"""Feedback-labelled eval sets: LLM calls whose trace got a user action, as JSON lines.
+
+Labels follow the user's action: accepted -> positive, edited -> corrected (the correction is the
+reference answer), retried / abandoned -> negative. Rows with the same input are written once.
+Only what the store holds is exported: content that capture or expiry kept out stays out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from llmtrace import _schema as S
+from llmtrace._errors import ConfigError
+from llmtrace._read import load_trace
+from llmtrace._store import Store
+
+LABELS = {"accepted": "positive", "edited": "corrected", "retried": "negative", "abandoned": "negative"}
+FORMATS = ("jsonl",)
+
+
+def export_eval_set(store: Store, path: str | Path, *, format: str = "jsonl", labels: tuple[str, ...] | None = None,
+                    feature: str | None = None, model: str | None = None, prompt_version: str | None = None,
+                    since: datetime | None = None, until: datetime | None = None, last_call_only: bool = True) -> int:
+    if format not in FORMATS:
+        raise ConfigError(f"export format {format!r} is not available; use one of {FORMATS}")
+    wanted = set(labels) if labels else {"positive", "negative", "corrected"}
+    unknown = wanted - set(LABELS.values())
+    if unknown:
+        raise ConfigError(f"unknown label(s) {sorted(unknown)}; labels are positive, negative, corrected")
+    store.ensure_schema()
+    t, f = S.traces, S.feedback
+    stmt = (sa.select(f.c.trace_id, f.c.action, f.c.at).join(t, t.c.trace_id == f.c.trace_id)
+            .where(f.c.action.in_(list(LABELS))).order_by(f.c.at))
+    for column, value in ((t.c.feature, feature), (t.c.prompt_version, prompt_version)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if since is not None:
+        stmt = stmt.where(t.c.started_at >= since)
+    if until is not None:
+        stmt = stmt.where(t.c.started_at < until)
+    with store.engine.connect() as conn:
+        latest = {row.trace_id: row.action for row in conn.execute(stmt)}  # the user's last word counts
+    seen: set[str] = set()
+    written = 0
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for trace_id, action in latest.items():
+            label = LABELS[action]
+            if label not in wanted:
+                continue
+            doc = load_trace(store, trace_id).to_dict()
+            calls = [c for c in doc["llm_calls"] if c["status"] == "ok" and (model is None or c["model"] == model)]
+            for call in calls[-1:] if last_call_only else calls:
+                row = _row(doc, call, label)
+                if row is None or row["input_hash"] in seen:
+                    continue
+                seen.add(row["input_hash"])
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                written += 1
+    return written
+
+
+def _row(doc: dict[str, Any], call: dict[str, Any], label: str) -> dict[str, Any] | None:
+    if call["input_messages"] is None:  # content not captured or expired: nothing to learn from
+        return None
+    correction = next((fb["correction"] for fb in reversed(doc["feedback"]) if fb["action"] == "edited"), None)
+    inputs = {"messages": call["input_messages"], "tools": call["tools_offered"], "retrieved": [
+        {"source_id": r["source_id"], "content": r["content"]} for r in call["retrieved"]]}
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+    return {
+        "trace_id": doc["trace_id"], "span_id": call["span_id"], "label": label, "input_hash": digest,
+        "inputs": inputs, "output": call["raw_completion"], "parsed": call["parsed"],
+        "reference": correction if label == "corrected" else (call["raw_completion"] if label == "positive" else None),
+        "validations": [{"rule": v["rule"], "passed": v["passed"]} for v in call["validations"] + doc["validations"]],
+        "feature": doc["feature"], "model": call["model"], "model_version": call["model_version"],
+        "prompt_version": doc["prompt_version"], "feedback": [fb["action"] for fb in doc["feedback"]],
+    }
