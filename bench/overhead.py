@@ -1,10 +1,12 @@
 """Tracing overhead on the reference workloads: untraced vs llmtrace persisting to SQLite, one process.
 
-    python bench/overhead.py [--n 400] [--rounds 3] [--workloads W1,W2,W3]
+    python bench/overhead.py [--n 200] [--rounds 7] [--workloads W1,W2,W3]
 
-Per workload and round: N untraced calls, then N traced calls, then tracer.flush(). Prints per-call
-medians (foreground), the amortized cost ((timed loop + final flush) / N) and both as ratios to the
-untraced median measured in the same run, and checks that every record is in the database.
+Per workload and round: N untraced calls, then N traced calls, then tracer.flush(). Each round gives
+a foreground ratio (median traced call / median untraced call) and an amortized ratio ((traced loop
++ final flush) / N / median untraced call), both against the untraced block measured just before it,
+so drift on a shared machine cancels out; the figures are medians over rounds. It also checks that
+every LLM call is in the database.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ def timed(run, callbacks, n):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=400)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--workloads", default="W1,W2,W3")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="llmtrace-bench-")
@@ -71,7 +73,7 @@ def main() -> None:
         tracer.flush()
         if FRAMEWORK[name] != "langchain":
             inst.uninstrument()
-        base_med, traced_med, amort = [], [], []
+        base_med, traced_med, amort, fg_ratio, am_ratio = [], [], [], [], []
         for _ in range(args.rounds):
             per, _total = timed(run, None, args.n)
             base_med.append(statistics.median(per))
@@ -85,6 +87,8 @@ def main() -> None:
                 inst.uninstrument()
             traced_med.append(statistics.median(per))
             amort.append((total + drain) / args.n)
+            fg_ratio.append(traced_med[-1] / base_med[-1])
+            am_ratio.append(amort[-1] / base_med[-1])
         with tracer._store.engine.connect() as conn:
             llm_rows = conn.execute(sa.select(sa.func.count()).select_from(S.llm_calls)).scalar()
         expected = EXPECTED_LLM_CALLS[name] * (50 + args.n * args.rounds)
@@ -92,7 +96,8 @@ def main() -> None:
         tracer.close()
         b, t, a = (statistics.median(x) * 1e6 for x in (base_med, traced_med, amort))
         ok = "ok" if llm_rows == expected and health["dropped"] == 0 and health["failed"] == 0 else "MISSING"
-        print(f"{name + ' ' + DESCRIPTIONS[name]:<52} {b:>11.0f} {t:>10.0f} {t / b:>7.2f}x {a:>12.0f} {a / b:>10.2f}x "
+        fg, am = statistics.median(fg_ratio), statistics.median(am_ratio)
+        print(f"{name + ' ' + DESCRIPTIONS[name]:<52} {b:>11.0f} {t:>10.0f} {fg:>7.2f}x {a:>12.0f} {am:>10.2f}x "
               f"{llm_rows:>6}/{expected} {ok}")
 
 

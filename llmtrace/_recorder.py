@@ -45,10 +45,12 @@ class Rows:
 
 
 class _Span:
-    __slots__ = ("span_id", "trace", "parent_id", "kind", "name", "t0", "start", "retries",
+    __slots__ = ("key", "span_id", "trace", "parent_key", "parent_id", "kind", "name", "t0", "start", "retries",
                  "retry_base", "fallback_anchor", "is_root", "convert", "raw")
 
-    def __init__(self, span_id, trace, parent_id, kind, name, t0, convert, raw):
+    def __init__(self, key, span_id, trace, parent_key, parent_id, kind, name, t0, convert, raw):
+        self.key = key  # the framework's id object (a UUID): str() once, here, not per event
+        self.parent_key = parent_key
         self.span_id = span_id
         self.trace = trace
         self.parent_id = parent_id
@@ -92,8 +94,8 @@ class Recorder:
         self._defaults = {"environment": environment, "release": release}
         self.processors = processors
         self._problem = on_problem
-        self._open: dict[str, _Span] = {}
-        self._recent: OrderedDict[str, _Trace] = OrderedDict()  # ended span -> its trace
+        self._open: dict[Any, _Span] = {}  # keyed by the id objects the framework passes
+        self._recent: OrderedDict[Any, _Trace] = OrderedDict()  # ended span -> its trace
         self._traces: OrderedDict[str, _Trace] = OrderedDict()
 
     # -- events -------------------------------------------------------------------------------
@@ -101,28 +103,26 @@ class Recorder:
     def apply(self, ev: tuple, rows: Rows) -> None:
         op = ev[0]
         if op == E.START:  # ids arrive as the framework's objects (UUIDs): made strings here, off the hot path
-            _, t, span_id, parent_id, kind, name, root, convert, raw, metadata, tags = ev
-            self._start(t, str(span_id), None if parent_id is None else str(parent_id), kind,
-                        E.name_of(name, kind), root, convert, raw, metadata, tags)
+            _, t, key, parent_key, kind, name, root, convert, raw, metadata, tags = ev
+            self._start(t, key, parent_key, kind, E.name_of(name, kind), root, convert, raw, metadata, tags)
         elif op == E.END:
-            _, t, span_id, convert, raw, extra = ev
-            span_id = str(span_id)
-            span = self._open.get(span_id)
+            _, t, key, convert, raw, extra = ev
+            span = self._open.get(key)
             if span is None:
                 return
             # frameworks that stream pass the real inputs only at the end
             self._load_start(span, extra["inputs"] if extra and "inputs" in extra else span.raw)
             # a prompt's rendered output is the next LLM call's input snapshot: not stored twice
             out = {} if span.start.get("skip_outputs") else self._convert(convert, raw)
-            self._end(t, span_id, out, None, extra, rows)
+            self._end(t, key, out, None, extra, rows)
         elif op == E.ERROR:
-            _, t, span_id, exc, extra = ev
-            span = self._open.get(str(span_id))
+            _, t, key, exc, extra = ev
+            span = self._open.get(key)
             if span is not None:
                 self._load_start(span, span.raw)
-                self._end(t, span.span_id, {}, exc, extra, rows)
+                self._end(t, key, {}, exc, extra, rows)
         elif op == E.RETRY:
-            span = self._open.get(str(ev[2]))
+            span = self._open.get(ev[2])
             if span is not None:
                 span.retries += 1
         elif op == E.FEEDBACK:
@@ -139,7 +139,7 @@ class Recorder:
         stale = [s for s in self._open.values() if now_ns - s.t0 > older_than_ns]
         for span in sorted(stale, key=lambda s: -s.t0):  # children before parents
             self._load_start(span, span.raw)
-            self._end(now_ns, span.span_id, {}, TimeoutError("span never ended (abandoned)"), None, rows)
+            self._end(now_ns, span.key, {}, TimeoutError("span never ended (abandoned)"), None, rows)
         return len(stale)
 
     def _load_start(self, span: _Span, raw) -> None:
@@ -155,17 +155,19 @@ class Recorder:
             self._problem(f"convert:{getattr(convert, '__name__', convert)}", exc)
             return {}
 
-    def _start(self, t, span_id, parent_id, kind, name, root, convert, raw, metadata, tags=None) -> None:
-        parent = self._open.get(parent_id) if parent_id is not None else None
+    def _start(self, t, key, parent_key, kind, name, root, convert, raw, metadata, tags=None) -> None:
+        span_id = str(key)
+        parent = self._open.get(parent_key) if parent_key is not None else None
         trace = parent.trace if parent is not None else None
-        if trace is None and parent_id is not None:
-            trace = self._recent.get(parent_id)  # parent already ended: still the same trace
+        if trace is None and parent_key is not None:
+            trace = self._recent.get(parent_key)  # parent already ended: still the same trace
         is_root = trace is None
         if is_root:  # no parent, or a parent we never saw: a new root rather than a lost span
             trace = self._trace_for_root(span_id, root, metadata)
             trace.roots_open += 1
-            parent_id = None
-        span = _Span(span_id, trace, parent_id, kind, name, t, convert, raw)
+            parent_key = None
+        parent_id = None if parent_key is None else (parent.span_id if parent is not None else str(parent_key))
+        span = _Span(key, span_id, trace, parent_key, parent_id, kind, name, t, convert, raw)
         span.is_root = is_root
         if tags:  # LangChain's RunnableRetry tags each attempt after the first "retry:attempt:N"
             for tag in tags:
@@ -178,8 +180,8 @@ class Recorder:
                     span.retry_base = anc.retries or anc.retry_base
                 if span.fallback_anchor is None and "WithFallbacks" in (anc.name or ""):
                     span.fallback_anchor = anc.span_id
-                anc = self._open.get(anc.parent_id) if anc.parent_id else None
-        self._open[span_id] = span
+                anc = self._open.get(anc.parent_key) if anc.parent_key is not None else None
+        self._open[key] = span
 
     def _trace_for_root(self, span_id: str, root: E.TraceContext | None, metadata: dict | None) -> _Trace:
         attrs = dict(root.attrs) if root is not None else {}
@@ -206,12 +208,13 @@ class Recorder:
 
     # -- span end ----------------------------------------------------------------------------
 
-    def _end(self, t, span_id, out: dict, exc: BaseException | None, extra, rows: Rows) -> None:
-        span = self._open.pop(span_id, None)
+    def _end(self, t, key, out: dict, exc: BaseException | None, extra, rows: Rows) -> None:
+        span = self._open.pop(key, None)
         if span is None:
             return  # never started here (handler attached mid-run): nothing to pair it with
+        span_id = span.span_id
         trace = span.trace
-        self._recent[span_id] = trace
+        self._recent[key] = trace
         if len(self._recent) > _RECENT_SPANS:
             self._recent.popitem(last=False)
         latency = (t - span.t0) / 1e6

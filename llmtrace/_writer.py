@@ -13,6 +13,8 @@ import threading
 import time
 from collections import deque
 from datetime import datetime, timedelta
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -309,7 +311,11 @@ def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
                 if type(v) is int:
                     r[n] = conv(v)
     if positional:
-        params = [tuple(r.get(n) for n in names) for r in rows]
+        getter = itemgetter(*names)
+        try:
+            params = [getter(r) for r in rows]
+        except KeyError:  # a row without some optional column
+            params = [tuple(r.get(n) for n in names) for r in rows]
     else:
         params = [{n: r.get(n) for n in names} for r in rows]
     if conn.dialect.name == "sqlite" and len(rows) > 1:
@@ -330,8 +336,7 @@ def _sqlite_multirow(conn: sa.Connection, sql: str, names: list[str], params: li
     per = max(1, _SQLITE_MAX_VARS // len(names))
     for i in range(0, len(params), per):
         chunk = params[i:i + per]
-        flat = [v for row in chunk for v in row]
-        conn.exec_driver_sql(head + " VALUES " + ",".join([one] * len(chunk)), tuple(flat))
+        conn.exec_driver_sql(head + " VALUES " + ",".join([one] * len(chunk)), tuple(chain.from_iterable(chunk)))
 
 
 def write_rows(conn: sa.Connection, rows: Rows) -> None:

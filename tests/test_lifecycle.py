@@ -1,0 +1,98 @@
+"""What happens around the calls: async callbacks without a thread hop, abandoned streams, exit drain."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import uuid
+
+from conftest import new_id
+from fakes import ScriptedChatModel, answer, simple_chain
+
+
+def test_async_callbacks_run_inline_on_the_event_loop_thread(sqlite_tracer):
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    threads: set[int] = set()
+
+    class Spy(LLMTraceCallbackHandler):
+        def on_chain_start(self, *args, **kwargs):
+            threads.add(threading.get_ident())
+            return super().on_chain_start(*args, **kwargs)
+
+        def on_llm_end(self, *args, **kwargs):
+            threads.add(threading.get_ident())
+            return super().on_llm_end(*args, **kwargs)
+
+    h = Spy(sqlite_tracer)
+    loop_thread: list[int] = []
+
+    async def main():
+        loop_thread.append(threading.get_ident())
+        await simple_chain(ScriptedChatModel(script=[answer("x")])).ainvoke({"question": "q"}, config={"callbacks": [h]})
+
+    asyncio.run(main())
+    assert threads == set(loop_thread)
+    assert sqlite_tracer.get_trace(h.last_trace_id).to_dict()["llm_calls"][0]["raw_completion"] == "x"
+
+
+def test_stream_stopped_early_leaves_nothing_open_and_keeps_the_partial_answer(sqlite_tracer):
+    # LangChain ends a closed stream's runs normally (output None), so the record shows what the
+    # consumer received: the partial completion, with no span left open.
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    h = LLMTraceCallbackHandler(sqlite_tracer)
+    chain = simple_chain(ScriptedChatModel(script=[answer("one two three four five six")]))
+    stream = chain.stream({"question": "q"}, config={"callbacks": [h]})
+    first = next(stream)
+    assert first == "one"
+    stream.close()  # the consumer stops reading
+    doc = sqlite_tracer.get_trace(h.last_trace_id).to_dict()
+    assert all(s["ended_at"] for s in doc["spans"])
+    [call] = doc["llm_calls"]
+    assert call["raw_completion"].startswith("one")  # what the model produced before the stream closed
+    assert call["latency_ms"]["ttft"] is not None
+    assert doc["spans"][0]["outputs"] is None
+    assert sqlite_tracer.health()["open_spans"] == 0
+
+
+def test_exit_drains_what_is_queued(sqlite_url):
+    tid = new_id()
+    code = f"""
+import sys
+sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
+import llmtrace
+from llmtrace_langchain import LLMTraceCallbackHandler
+from fakes import ScriptedChatModel, answer, simple_chain
+tracer = llmtrace.Tracer({sqlite_url!r}, flush_interval_seconds=60)  # the writer would wait a minute
+h = LLMTraceCallbackHandler(tracer)
+simple_chain(ScriptedChatModel(script=[answer("written at exit")])).invoke(
+    {{"question": "q"}}, config={{"callbacks": [h], "metadata": {{"llmtrace_trace_id": {tid!r}}}}})
+tracer.record_feedback({tid!r}, "accepted")
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    import llmtrace
+
+    with llmtrace.Tracer(sqlite_url) as t:
+        doc = t.get_trace(tid).to_dict()
+    assert doc["llm_calls"][0]["raw_completion"] == "written at exit"
+    assert [f["action"] for f in doc["feedback"]] == ["accepted"]
+
+
+def test_default_tracer_from_environment(tmp_path, monkeypatch):
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    import llmtrace
+    from llmtrace import _tracer
+
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("LLMTRACE_DATABASE_URL", url)
+    monkeypatch.setattr(_tracer, "_default", None)
+    h = LLMTraceCallbackHandler()
+    assert h.tracer.url == url
+    run_id = uuid.uuid4()
+    simple_chain(ScriptedChatModel(script=[answer("x")])).invoke({"question": "q"}, config={"callbacks": [h], "run_id": run_id})
+    assert llmtrace.default_tracer().get_trace(str(run_id)).trace_id == str(run_id)
+    h.tracer.close()
