@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from langchain_core.documents import Document
+from langchain_core.messages import BaseMessage
+from langchain_core.prompt_values import PromptValue
+
 from llmtrace._events import name_of, system_prompt_of
 from llmtrace._serialize import to_jsonable
 
@@ -66,16 +70,15 @@ def plain(obj: Any, depth: int = 0) -> Any:
         return {str(k): plain(v, depth + 1) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [plain(v, depth + 1) for v in obj]
-    cls = type(obj).__name__
-    if hasattr(obj, "page_content") and hasattr(obj, "metadata"):
-        return {"id": getattr(obj, "id", None), "content": obj.page_content, "metadata": to_jsonable(obj.metadata)}
-    if hasattr(obj, "to_messages") and cls.endswith("PromptValue"):
+    if isinstance(obj, BaseMessage):
+        return message(obj)
+    if isinstance(obj, Document):
+        return {"id": obj.id, "content": obj.page_content, "metadata": to_jsonable(obj.metadata)}
+    if isinstance(obj, PromptValue):
         try:
             return {"messages": [message(m) for m in obj.to_messages()]}
         except Exception:
             pass
-    if hasattr(obj, "content") and hasattr(obj, "type") and hasattr(obj, "additional_kwargs"):
-        return message(obj)
     return to_jsonable(obj)
 
 
