@@ -29,6 +29,7 @@ class Settings:
     release: str | None = None
     open_span_timeout_seconds: float = 3_600.0
     write_retries: int = 3
+    redaction_hash: bool = False  # placeholders carry a keyed hash ([EMAIL:3f2a9c1b0d]) so equal values join
 
 
 _ENV = {
@@ -40,6 +41,7 @@ _ENV = {
     "hash_key": "LLMTRACE_HASH_KEY",
     "environment": "LLMTRACE_ENVIRONMENT",
     "release": "LLMTRACE_RELEASE",
+    "redaction_hash": "LLMTRACE_REDACTION_HASH",
 }
 
 
@@ -54,7 +56,16 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if not ttl > 0:
             raise ConfigError(f"content_ttl_days must be positive (e.g. 30 or 0.5), or None to keep content; got {value!r}")
         return ttl
-    if isinstance(default, bool) or default is None or isinstance(default, str):
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+    if default is None or isinstance(default, str):
         return value if value is None else str(value)
     kind = type(default)
     try:

@@ -18,7 +18,7 @@ _SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|passwd|authorizati
                          re.IGNORECASE)
 # Token *counts* are not secrets.
 _NOT_SECRET = re.compile(r"(max|num|n)_?tokens?$|tokens?_(count|limit)$|^logit_bias$|_tokens$", re.IGNORECASE)
-REMOVED = "[REMOVED]"
+REMOVED = "[SECRET]"
 
 
 def is_secret_key(key: str) -> bool:

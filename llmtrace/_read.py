@@ -124,7 +124,7 @@ def _assemble(trace_id, tr, spans, llms, tools, chunk_rows, vals, fbs, contents)
     for s in spans:
         if s["kind"] == "retriever" and s["status"] == "ok":
             body = span_content[s["span_id"]][0]
-            texts = body.get("outputs") if isinstance(body.get("outputs"), list) else []
+            texts = _list(body.get("outputs"))
             chunks = []
             for c in (c for c in chunk_rows if c["span_id"] == s["span_id"]):
                 text = texts[c["rank"]] if c["rank"] is not None and c["rank"] < len(texts) else None
@@ -139,10 +139,11 @@ def _assemble(trace_id, tr, spans, llms, tools, chunk_rows, vals, fbs, contents)
         body, missing = span_content[s["span_id"]]
         parser = parser_of.get(s["span_id"])
         parser_body = span_content[parser["span_id"]][0] if parser else {}
-        requests = body.get("tool_requests") or []
+        requests = _list(body.get("tool_requests"))  # content may be a placeholder string: never trust its shape
         tool_docs = []
         for t in (t for t in tools if t["llm_span_id"] == s["span_id"]):
             req = requests[t["position"]] if t["position"] is not None and t["position"] < len(requests) else {}
+            req = req if isinstance(req, dict) else {}
             result_body = span_content.get(t["tool_span_id"], ({}, None))[0] if t["tool_span_id"] else {}
             tool_docs.append({"id": t["tool_call_id"], "name": t["name"], "args": req.get("args"),
                               "result": result_body.get("outputs"), "status": t["status"],
@@ -157,7 +158,7 @@ def _assemble(trace_id, tr, spans, llms, tools, chunk_rows, vals, fbs, contents)
             "span_id": s["span_id"], "name": s["name"], "started_at": iso(s["started_at"]),
             "ended_at": iso(s["ended_at"]), "model": row["model"], "model_version": row["model_version"],
             "provider": row["provider"], "params": loads(row["params"]),
-            "system_prompt": body.get("system_prompt") or system_prompt_of(body.get("input_messages")),
+            "system_prompt": body.get("system_prompt") or system_prompt_of(_list(body.get("input_messages"))),
             "input_messages": body.get("input_messages"),
             "tools_offered": body.get("tools_offered"), "retrieved": retrieved,
             "tokens": {"input": row["input_tokens"], "output": row["output_tokens"], "total": row["total_tokens"],
@@ -193,6 +194,10 @@ def _assemble(trace_id, tr, spans, llms, tools, chunk_rows, vals, fbs, contents)
         "spans": span_docs, "llm_calls": llm_docs, "validations": vals_by_span.get(None, []),
         "feedback": [_feedback(f, content("fb:" + f["id"])[0]) for f in fbs],
     }
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _sum(values: list) -> Any:

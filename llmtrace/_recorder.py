@@ -18,6 +18,7 @@ from typing import Any
 from llmtrace import _events as E
 from llmtrace._classify import describe, is_parse_failure
 from llmtrace._privacy import Processor, hash_user_id, run_processors, scrub_secrets
+from llmtrace._redact import Redactor
 from llmtrace._serialize import digest, dumps, to_jsonable
 
 _RECENT_SPANS = 50_000
@@ -85,7 +86,8 @@ class _Trace:
 class Recorder:
     def __init__(self, *, clock: Callable[[int], int], capture: str, ttl_days: float | None,
                  max_field_chars: int, hash_key: Callable[[], str], environment: str | None,
-                 release: str | None, processors: list[Processor], on_problem: Callable[[str, Exception], None]):
+                 release: str | None, processors: list[Processor], on_problem: Callable[[str, Exception], None],
+                 redaction_hash: bool = False):
         self._clock = clock
         self._capture = capture
         self._ttl_ns = int(ttl_days * 86_400e9) if ttl_days else None
@@ -94,6 +96,8 @@ class Recorder:
         self._defaults = {"environment": environment, "release": release}
         self.processors = processors
         self._problem = on_problem
+        self._redaction_hash = redaction_hash
+        self._redactors: dict[str, Redactor] = {}
         self._open: dict[Any, _Span] = {}  # keyed by the id objects the framework passes
         self._recent: OrderedDict[Any, _Trace] = OrderedDict()  # ended span -> its trace
         self._traces: OrderedDict[str, _Trace] = OrderedDict()
@@ -272,7 +276,8 @@ class Recorder:
             "span_id": span.span_id, "trace_id": trace.trace_id, "started_at": self._clock(span.t0),
             "model": _short(model, 128), "model_version": _short(out.get("model_version"), 128),
             "provider": _short(start.get("provider") or out.get("provider"), 64),
-            "params": dumps(scrub_secrets(to_jsonable(start.get("params")))) if start.get("params") is not None else None,
+            "params": dumps(self._scrub(trace, scrub_secrets(to_jsonable(start.get("params")))))
+            if start.get("params") is not None else None,
             "input_tokens": tokens.get("input"), "output_tokens": tokens.get("output"),
             "total_tokens": tokens.get("total"), "input_cached_tokens": tokens.get("input_cached"),
             "reasoning_tokens": tokens.get("reasoning"), "latency_ms": latency,
@@ -363,8 +368,9 @@ class Recorder:
             "environment": _short(a.get("environment") or self._defaults["environment"], 64),
             "release": _short(a.get("release") or self._defaults["release"], 64),
             "prompt_version": _short(a.get("prompt_version"), 128),
-            "tags": dumps(list(tags) if isinstance(tags, (list, tuple, set)) else [tags]) if tags else None,
-            "meta": dumps(a["metadata"]) if a.get("metadata") else None, "capture": trace.capture,
+            "tags": dumps(self._scrub(trace, list(tags) if isinstance(tags, (list, tuple, set)) else [tags])) if tags else None,
+            "meta": dumps(self._scrub(trace, to_jsonable(a["metadata"]))) if a.get("metadata") else None,
+            "capture": trace.capture,
             "_fresh": trace.fresh,
         })
         trace.fresh = False
@@ -401,9 +407,25 @@ class Recorder:
             trace_id, capture = trace, self._capture
         if capture == "metadata" or not fields:
             return
-        if self.processors:
-            fields = run_processors(fields, self.processors, lambda exc: self._problem("processor", exc))
+        chain = [self._redactor(capture), *self.processors] if capture == "redacted" else [self._redactor(capture)]
+        fields = run_processors(fields, chain, lambda exc: self._problem("processor", exc))
         rows.pending_content.setdefault(trace_id, {})[owner_id] = fields
+
+    def _redactor(self, capture: str) -> Redactor:
+        """Secrets go in every mode; PII in ``redacted`` (the default)."""
+        found = self._redactors.get(capture)
+        if found is None:
+            key = self._hash_key() if self._redaction_hash else None
+            found = self._redactors[capture] = Redactor(pii=capture != "full", hash_key=key)
+        return found
+
+    def _scrub(self, trace: _Trace, value: Any) -> Any:
+        """Metadata values that may carry content (params, trace metadata, tags) get the same treatment."""
+        try:
+            return self._redactor(trace.capture if trace.capture != "metadata" else "redacted").value(value)
+        except Exception as exc:  # fail closed
+            self._problem("redact", exc)
+            return "[PROCESSOR_FAILED]"
 
     def finish(self, rows: Rows) -> None:
         """One content row per trace per batch: {owner id: {field: value}} in one JSON document."""

@@ -72,8 +72,9 @@ def _call_lines(c: dict[str, Any]) -> list[str]:
         out.append(f"content: {c['content_missing']}")
     if c["system_prompt"]:
         out.append(f"system: {_short(c['system_prompt'])}")
-    for m in (c["input_messages"] or [])[-3:]:
-        if m.get("role") != "system":
+    messages = c["input_messages"] if isinstance(c["input_messages"], list) else []
+    for m in messages[-3:]:
+        if isinstance(m, dict) and m.get("role") != "system":
             out.append(f"{m.get('role')}: {_short(m.get('content') or m.get('tool_calls'))}")
     if c["retrieved"]:
         out.append("retrieved: " + ", ".join(f"{r['source_id']}({r['score']})" for r in c["retrieved"][:6]))

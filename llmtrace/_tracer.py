@@ -20,6 +20,7 @@ from llmtrace._config import CAPTURE_MODES, Settings, make_settings
 from llmtrace._errors import ConfigError, InvalidFeedback
 from llmtrace._privacy import Processor
 from llmtrace._recorder import Recorder
+from llmtrace._redact import as_processor
 from llmtrace._store import Store, new_secret
 from llmtrace._writer import Writer
 
@@ -90,7 +91,7 @@ class Tracer:
         self._wall0 = time.time_ns()
         self._perf0 = time.perf_counter_ns()
         self._hash_key: str | None = self.settings.hash_key
-        self._writer = self._new_writer(list(processors or []))
+        self._writer = self._new_writer([as_processor(p) for p in processors or []])
         self._writer.start()
         self._closed = False
         _live.add(self)
@@ -100,7 +101,8 @@ class Tracer:
         recorder = Recorder(clock=self._clock, capture=s.capture, ttl_days=s.content_ttl_days,
                             max_field_chars=s.max_field_chars, hash_key=self._user_hash_key,
                             environment=s.environment, release=s.release, processors=processors,
-                            on_problem=lambda where, exc: self._writer.problem(where, exc))
+                            on_problem=lambda where, exc: self._writer.problem(where, exc),
+                            redaction_hash=s.redaction_hash)
         return Writer(self._store, recorder, queue_size=s.queue_size, on_full=s.on_queue_full,
                       block_seconds=s.queue_block_seconds, batch_size=s.batch_size,
                       interval=s.flush_interval_seconds, retries=s.write_retries,

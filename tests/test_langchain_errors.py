@@ -170,8 +170,8 @@ def test_secrets_never_stored_in_params(sqlite_tracer):
     model.invoke("hi", config={"callbacks": [h]})
     [call] = sqlite_tracer.get_trace(h.last_trace_id).to_dict()["llm_calls"]
     assert call["params"]["temperature"] == 0.2 and call["params"]["max_tokens"] == 100
-    assert call["params"]["api_key"] == "[REMOVED]"
-    assert call["params"]["extra_headers"]["x-auth-token"] == "[REMOVED]"
+    assert call["params"]["api_key"] == "[SECRET]"
+    assert call["params"]["extra_headers"]["x-auth-token"] == "[SECRET]"
     with sqlite_tracer._store.engine.connect() as conn:
         for table in S.METADATA.sorted_tables:
             for row in conn.execute(sa.select(table)):

@@ -1,0 +1,201 @@
+"""Nothing raw reaches disk or a log line: a corpus of PII and secrets through a LangChain app,
+then a scan of the SQLite file's bytes (main file and WAL) or every server row, and the log."""
+
+from __future__ import annotations
+
+import io
+import pathlib
+
+import pytest
+import sqlalchemy as sa
+from fakes import ScriptedChatModel, answer, tool_call
+from langchain_core.documents import Document
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import tool
+from loguru import logger
+
+import llmtrace
+from llmtrace import _schema as S
+from llmtrace._redact import Redactor
+
+PRIVATE_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAq7BFUpkGp3+XQ\n-----END RSA PRIVATE KEY-----"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJwYXRpZW50LTQ0In0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+CORPUS = {
+    "EMAIL": "nurse.jane@stmary-hospital.org",
+    "PHONE": "+44 20 7946 0958",
+    "CARD": "4111 1111 1111 1111",
+    "SSN": "123-45-6789",
+    "IBAN": "DE89 3704 0044 0532 0130 00",
+    "IPV4": "10.24.8.200",
+    "IPV6": "2001:db8::8a2e:370:7334",
+    "OPENAI": "sk-proj-Zx9Qk2LmN4pR7sT1uV3wY5aB",
+    "ANTHROPIC": "sk-ant-api03-Qm7Rt2Yx9Kp4Lw1Zs8VnX",
+    "AWS": "AKIAIOSFODNN7EXAMPLE",
+    "GOOGLE": "AIzaSyD-abcdefghijklmnopqrstuvwxyz12345",
+    "GITHUB": "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+    "SLACK": "xoxb-1234567890-abcdefghijkl",
+    "STRIPE": "sk_live_51Habcdefghijklmnop",
+    "BEARER": "Bearer abcdef0123456789ABCDEF",
+    "JWT": JWT,
+    "PRIVATE_KEY": "MIIEowIBAAKCAQEAq7BFUpkGp3+XQ",
+    "URL_PASSWORD": "S3cretPw!x",
+}
+
+
+def secret_text(*keys: str) -> str:
+    return " ".join(f"{k.lower()}: {CORPUS[k]}" for k in keys)
+
+
+@pytest.mark.parametrize("text, placeholder", [
+    (CORPUS["EMAIL"], "[EMAIL]"), (CORPUS["PHONE"], "[PHONE]"), ("call (415) 555-0132", "[PHONE]"),
+    (CORPUS["CARD"], "[CARD]"), ("4012-8888-8888-1881", "[CARD]"), (CORPUS["SSN"], "[SSN]"),
+    (CORPUS["IBAN"], "[IBAN]"), ("GB82WEST12345698765432", "[IBAN]"), (CORPUS["IPV4"], "[IP]"),
+    (CORPUS["IPV6"], "[IP]"), ("fe80::1", "[IP]"), (CORPUS["OPENAI"], "[API_KEY]"), (CORPUS["ANTHROPIC"], "[API_KEY]"),
+    (CORPUS["AWS"], "[API_KEY]"), (CORPUS["GOOGLE"], "[API_KEY]"), (CORPUS["GITHUB"], "[API_KEY]"),
+    (CORPUS["SLACK"], "[API_KEY]"), (CORPUS["STRIPE"], "[API_KEY]"), (CORPUS["BEARER"], "[BEARER_TOKEN]"),
+    (JWT, "[JWT]"), (PRIVATE_KEY, "[PRIVATE_KEY]"), ("postgres://app:S3cretPw!x@db:5432/x", "postgres://app:[PASSWORD]@db:5432/x"),
+    ("password = hunter22", "password = [SECRET]"),
+])
+def test_each_detector(text, placeholder):
+    out = Redactor().text(f"before {text} after")
+    assert placeholder in out and out.startswith("before ") and out.endswith(" after")
+
+
+@pytest.mark.parametrize("text", ["delivered 2026-11-10, total 49.00 EUR", "version 1.2.3 at 12:30:45",
+                                  "order A-1001 of 3 items", "card 1234 5678 9012 3456 fails Luhn"])
+def test_no_false_positives_on_ordinary_text(text):
+    assert Redactor().text(text) == text
+
+
+def test_keyed_hash_keeps_equal_values_joinable():
+    r = Redactor(hash_key="k")
+    a, b, c = r.text("a@x.io"), r.text("a@x.io"), r.text("b@x.io")
+    assert a == b != c and a.startswith("[EMAIL:")
+
+
+def test_full_mode_still_removes_secrets():
+    r = Redactor(pii=False)
+    assert r.text(CORPUS["OPENAI"]) == "[API_KEY]" and r.text(CORPUS["EMAIL"]) == CORPUS["EMAIL"]
+
+
+def run_app(tracer) -> str:
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    handler = LLMTraceCallbackHandler(tracer)
+
+    @tool
+    def lookup_patient(email: str, card: str) -> str:
+        """Find a patient."""
+        return f"patient record: ssn {CORPUS['SSN']}, iban {CORPUS['IBAN']}, " + secret_text("IPV4", "IPV6")
+
+    @tool
+    def page_doctor(phone: str) -> str:
+        """Page the doctor on call."""
+        raise RuntimeError(f"pager gateway refused {phone} with key {CORPUS['SLACK']}")
+
+    model = ScriptedChatModel(script=[
+        answer("", tool_calls=[tool_call("lookup_patient", {"email": CORPUS["EMAIL"], "card": CORPUS["CARD"]}, "c1"),
+                               tool_call("page_doctor", {"phone": CORPUS["PHONE"]}, "c2")]),
+        answer("Dose 5 mg. Contact " + CORPUS["EMAIL"] + " " + secret_text("GITHUB", "STRIPE")),
+    ]).bind(api_key=CORPUS["OPENAI"], user=CORPUS["EMAIL"])
+
+    def retrieve(q: str) -> list[Document]:
+        return [Document(id="chart-1", page_content="chart of " + CORPUS["EMAIL"] + " " + secret_text("AWS", "GOOGLE"))]
+
+    def app(question: str) -> str:
+        docs = RunnableLambda(retrieve, name="chart_retriever").invoke(question)
+        messages = [SystemMessage("You are a clinical assistant. Key: " + CORPUS["ANTHROPIC"]),
+                    HumanMessage(question + "\n" + docs[0].page_content)]
+        ai = model.invoke(messages)
+        messages.append(ai)
+        for tc in ai.tool_calls:
+            fn = {"lookup_patient": lookup_patient, "page_doctor": page_doctor}[tc["name"]]
+            try:
+                messages.append(fn.invoke(tc))
+            except RuntimeError:
+                pass
+        return model.invoke(messages).content
+
+    question = ("Neonatal dosing question from " + CORPUS["EMAIL"] + ", phone " + CORPUS["PHONE"] + " "
+                + secret_text("BEARER", "JWT", "CARD") + " " + PRIVATE_KEY + " db postgres://app:" + CORPUS["URL_PASSWORD"]
+                + "@db:5432/x")
+    RunnableLambda(app, name="clinical_assistant").invoke(question, config={
+        "callbacks": [handler], "metadata": {"llmtrace_user_id": CORPUS["EMAIL"], "contact": CORPUS["PHONE"],
+                                             "token_hint": CORPUS["OPENAI"]}})
+    tid = handler.last_trace_id
+    tracer.record_feedback(tid, "edited", correction="call " + CORPUS["PHONE"], comment=CORPUS["EMAIL"])
+    tracer.record_validation(tid, rule="no_pii_in_answer", passed=False, detail="found " + CORPUS["CARD"])
+    tracer.flush()
+    return tid
+
+
+def stored_text(tracer, url: str) -> str:
+    if url.startswith("sqlite"):
+        path = pathlib.Path(url.removeprefix("sqlite:///"))
+        blobs = [p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists()]
+        return b"".join(blobs).decode("utf-8", "replace")
+    with tracer._store.engine.connect() as conn:
+        return "\n".join(repr(tuple(r)) for t in S.METADATA.sorted_tables for r in conn.execute(sa.select(t)))
+
+
+def test_redacted_mode_stores_no_raw_pii_or_secret(db_url):
+    log = io.StringIO()
+    sink = logger.add(log, level="DEBUG")
+    logger.enable("llmtrace")
+    try:
+        with llmtrace.Tracer(db_url) as tracer:
+            tid = run_app(tracer)
+            doc = tracer.get_trace(tid).to_dict()
+            stored = stored_text(tracer, db_url)
+    finally:
+        logger.disable("llmtrace")
+        logger.remove(sink)
+    for name, value in CORPUS.items():
+        assert value not in stored, f"raw {name} reached the database"
+        assert value not in log.getvalue(), f"raw {name} reached the log"
+    assert "hunter" not in stored
+    # the record is still useful: placeholders where the values were, everything else intact
+    call = doc["llm_calls"][0]
+    assert "[EMAIL]" in call["input_messages"][1]["content"] and "Neonatal dosing question" in call["input_messages"][1]["content"]
+    assert call["params"]["api_key"] == "[SECRET]" and call["params"]["user"] == "[EMAIL]"
+    assert [tc["args"] for tc in call["tool_calls"]] == [{"email": "[EMAIL]", "card": "[CARD]"}, {"phone": "[PHONE]"}]
+    assert "[SSN]" in call["tool_calls"][0]["result"] and call["tool_calls"][1]["status"] == "error"
+    assert doc["metadata"] == {"contact": "[PHONE]", "token_hint": "[SECRET]"}
+    assert doc["feedback"][0]["correction"] == "call [PHONE]" and doc["validations"][0]["detail"] == "found [CARD]"
+
+
+def test_metadata_mode_stores_no_content(sqlite_url):
+    with llmtrace.Tracer(sqlite_url, capture="metadata") as tracer:
+        tid = run_app(tracer)
+        doc = tracer.get_trace(tid).to_dict()
+        stored = stored_text(tracer, sqlite_url)
+    for word in ("Neonatal", "clinical assistant", "patient record", "chart of", "Dose 5 mg"):
+        assert word not in stored
+    for value in CORPUS.values():
+        assert value not in stored
+    assert doc["llm_calls"][0]["tokens"]["input"] == 120 and len(doc["llm_calls"]) == 2
+
+
+def test_a_failing_processor_fails_closed(sqlite_url):
+    def broken(fields):
+        raise ValueError("bug in my processor")
+
+    with llmtrace.Tracer(sqlite_url, processors=[broken, r"ACME-\d+"]) as tracer:
+        tid = run_app(tracer)
+        doc = tracer.get_trace(tid).to_dict()
+        assert tracer.health()["processing_errors"] > 0
+    assert doc["llm_calls"][0]["input_messages"] == "[PROCESSOR_FAILED]"
+    assert llmtrace.Trace(doc).render()  # a placeholder where a list was expected still renders
+
+
+def test_user_regex_processor(sqlite_url):
+    from fakes import simple_chain
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    with llmtrace.Tracer(sqlite_url, processors=[(r"ACME-\d+", "ORDER")]) as tracer:
+        h = LLMTraceCallbackHandler(tracer)
+        simple_chain(ScriptedChatModel(script=[answer("ok")])).invoke({"question": "where is ACME-123?"},
+                                                                     config={"callbacks": [h]})
+        call = tracer.get_trace(h.last_trace_id).to_dict()["llm_calls"][0]
+    assert call["input_messages"][-1]["content"] == "where is [ORDER]?"
