@@ -72,6 +72,20 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_purge(args) -> int:
+    tracer = _tracer(args)
+    try:
+        result = tracer.purge(older_than=args.older_than, dry_run=args.dry_run, batch_size=args.batch_size)
+    finally:
+        tracer.close()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{verb} {result['content_rows']} content row(s) of {result['traces']} trace(s); metadata kept")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmtrace", description="Record, inspect and export LLM calls.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature")
     p.add_argument("--model")
     p.add_argument("--prompt-version")
+    p = add("purge", "Delete content past its expiry (no prompt); counts, timings and ids stay.", cmd_purge)
+    p.add_argument("--older-than", help="also purge content older than this: 7d, 12h, 30m")
+    p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    p.add_argument("--batch-size", type=int, default=1000, help="rows per transaction (default 1000)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 

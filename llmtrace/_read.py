@@ -92,7 +92,9 @@ def _assemble(trace_id, tr, spans, llms, tools, chunk_rows, vals, fbs, contents)
     def content(owner: str) -> tuple[dict, str | None]:
         found = contents.get(owner)
         if found is None:
-            return {}, ("not_captured" if capture == "metadata" else "missing")
+            if capture == "metadata":
+                return {}, "not_captured"
+            return {}, ("purged" if (tr or {}).get("content_purged_at") else "missing")
         fields, expires_at = found
         if expires_at is not None and expires_at <= now:
             return {}, "expired"

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _Time = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
@@ -51,6 +51,7 @@ class TraceRow(_Base, table=True):
     tags: str | None = _col(Text)
     meta: str | None = _col(Text)
     capture: str | None = _col(String(16))
+    content_purged_at: datetime | None = _col(_Time)  # set when a purge deleted this trace's content (v2)
 
 
 class SpanRow(_Base, table=True):
@@ -158,7 +159,7 @@ class ContentRow(_Base, table=True):
     digest: str | None = _col(String(64))
     size: int | None = _col(Integer)
     created_at: datetime | None = _col(_Time)
-    expires_at: datetime | None = _col(_Time)
+    expires_at: datetime | None = _col(_Time, index=True)  # purge deletes by it (v2)
 
 
 class MigrationRow(_Base, table=True):

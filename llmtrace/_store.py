@@ -58,9 +58,22 @@ def _migration_1(conn: sa.Connection) -> None:
     S.METADATA.create_all(conn, checkfirst=True)
 
 
-# Numbered migrations; a new schema change appends (version, name, function) here.
+def _migration_2(conn: sa.Connection) -> None:
+    """Retention: traces remember when their content was purged; purge finds rows by expiry."""
+    inspector = sa.inspect(conn)
+    if "content_purged_at" not in {c["name"] for c in inspector.get_columns("llmtrace_traces")}:
+        col_type = S.traces.c.content_purged_at.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE llmtrace_traces ADD COLUMN content_purged_at {col_type}"))
+    if "ix_llmtrace_contents_expires_at" not in {i["name"] for i in inspector.get_indexes("llmtrace_contents")}:
+        # the table's own Index object: a new sa.Index(...) would attach a second one to the table
+        next(i for i in S.contents.indexes if i.name == "ix_llmtrace_contents_expires_at").create(conn)
+
+
+# Numbered migrations; a new schema change appends (version, name, function) here. A blank
+# database gets today's tables from migration 1, so every later step checks before it changes.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial tables", _migration_1),
+    (2, "content retention", _migration_2),
 ]
 assert MIGRATIONS[-1][0] == S.SCHEMA_VERSION
 

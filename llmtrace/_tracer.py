@@ -197,6 +197,16 @@ class Tracer:
         self.flush(timeout=10)
         return export_eval_set(self._store, path, format=format, **filters)
 
+    def purge(self, *, older_than: Any = None, dry_run: bool = False, batch_size: int = 1000) -> dict[str, int]:
+        """Delete content past its expiry (or older than ``older_than``: '7d', '12h', days); metadata stays.
+
+        Returns ``{"content_rows": n, "traces": m, "dry_run": 0|1}``.
+        """
+        from llmtrace._retention import purge
+
+        self.flush(timeout=10)
+        return purge(self._store, older_than=older_than, dry_run=dry_run, batch_size=batch_size)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything recorded so far is written; False if ``timeout`` ran out first."""
         return self._writer.flush(timeout)

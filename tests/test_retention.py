@@ -1,0 +1,91 @@
+"""Retention: purge deletes expired content in batches, keeps metadata, and the record says why."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+from fakes import ScriptedChatModel, answer, simple_chain
+
+import llmtrace
+from llmtrace import _schema as S
+
+
+def record(tracer, n: int) -> list[str]:
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    h = LLMTraceCallbackHandler(tracer)
+    ids = []
+    for i in range(n):
+        simple_chain(ScriptedChatModel(script=[answer(f"answer {i}")])).invoke({"question": "q"}, config={"callbacks": [h]})
+        ids.append(h.last_trace_id)
+        tracer.flush()  # one content row per trace
+    return ids
+
+
+def test_purge_older_than_in_batches(tracer):
+    ids = record(tracer, 5)
+    assert tracer.purge(older_than="7d", dry_run=True)["content_rows"] == 0
+    import time
+
+    time.sleep(1.1)
+    before = tracer.purge(older_than="1s", dry_run=True)
+    assert before["content_rows"] >= 5 and before["dry_run"] == 1
+    result = tracer.purge(older_than="1s", batch_size=2)
+    assert result["content_rows"] == before["content_rows"] and result["traces"] >= 5
+    doc = tracer.get_trace(ids[0]).to_dict()
+    call = doc["llm_calls"][0]
+    assert call["raw_completion"] is None and call["content_missing"] == "purged"
+    assert call["tokens"]["output"] == 30 and call["latency_ms"]["total"] > 0  # metadata stays
+    assert tracer.purge(older_than="1s")["content_rows"] == 0
+
+
+def test_purge_removes_expired_content_only(sqlite_url):
+    with llmtrace.Tracer(sqlite_url, content_ttl_days=1e-9) as short:
+        old = record(short, 2)
+    with llmtrace.Tracer(sqlite_url) as tracer:
+        kept = record(tracer, 1)
+        assert tracer.get_trace(old[0]).to_dict()["llm_calls"][0]["content_missing"] == "expired"
+        assert tracer.purge()["content_rows"] == 2
+        assert tracer.get_trace(old[0]).to_dict()["llm_calls"][0]["content_missing"] == "purged"
+        assert tracer.get_trace(kept[0]).to_dict()["llm_calls"][0]["raw_completion"] == "answer 0"
+
+
+@pytest.mark.parametrize("bad", ["soon", "-3d", 0])
+def test_bad_age_is_a_clear_error(sqlite_tracer, bad):
+    with pytest.raises(llmtrace.ConfigError, match="age"):
+        sqlite_tracer.purge(older_than=bad)
+
+
+def test_purge_cli(sqlite_url):
+    with llmtrace.Tracer(sqlite_url, content_ttl_days=1e-9) as t:
+        record(t, 2)
+    run = [sys.executable, "-m", "llmtrace", "purge", "--db", sqlite_url]
+    dry = subprocess.run([*run, "--dry-run", "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(dry.stdout) == {"content_rows": 2, "traces": 2, "dry_run": 1}
+    done = subprocess.run(run, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "deleted 2 content row(s) of 2 trace(s); metadata kept"
+
+
+def test_old_database_migrates_to_the_same_columns(tmp_path):
+    blank = f"sqlite:///{tmp_path / 'blank.db'}"
+    old = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(old)
+    with engine.begin() as conn:  # a version-1 database: no purge column, no expiry index
+        S.METADATA.create_all(conn)
+        conn.execute(sa.text("DROP INDEX ix_llmtrace_contents_expires_at"))
+        conn.execute(sa.text("ALTER TABLE llmtrace_traces DROP COLUMN content_purged_at"))
+        conn.execute(S.migrations.insert(), {"version": 1, "name": "initial tables"})
+    engine.dispose()
+
+    def shape(url):
+        with llmtrace.Tracer(url) as t:
+            assert t.schema_version() == S.SCHEMA_VERSION
+            insp = sa.inspect(t._store.engine)
+            return {name: ({c["name"] for c in insp.get_columns(name)}, {i["name"] for i in insp.get_indexes(name)})
+                    for name in insp.get_table_names()}
+
+    assert shape(old) == shape(blank)
