@@ -29,9 +29,11 @@ class Settings:
     release: str | None = None
     open_span_timeout_seconds: float = 3_600.0
     write_retries: int = 3
+    purge_interval_seconds: float = 0.0  # > 0: the writer also purges expired content this often
     redaction_hash: bool = False  # placeholders carry a keyed hash ([EMAIL:3f2a9c1b0d]) so equal values join
 
 
+_ZERO_OK = ("write_retries", "purge_interval_seconds")
 _ENV = {
     "url": "LLMTRACE_DATABASE_URL",
     "capture": "LLMTRACE_CAPTURE",
@@ -42,6 +44,7 @@ _ENV = {
     "environment": "LLMTRACE_ENVIRONMENT",
     "release": "LLMTRACE_RELEASE",
     "redaction_hash": "LLMTRACE_REDACTION_HASH",
+    "purge_interval_seconds": "LLMTRACE_PURGE_INTERVAL_SECONDS",
 }
 
 
@@ -72,7 +75,7 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         out = kind(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a {kind.__name__}, not {value!r}") from None
-    if out <= 0 and name != "write_retries":
+    if out < 0 or (out == 0 and name not in _ZERO_OK):
         raise ConfigError(f"{name} must be positive, not {value!r}")
     return out
 
@@ -103,5 +106,10 @@ def make_settings(url: str | None = None, **given: Any) -> Settings:
         raise ConfigError(
             f"database url {values['url']!r} is not a URL; pass e.g. 'sqlite:///llmtrace.db' or "
             "'postgresql+psycopg://user@host/db'"
+        )
+    if values["environment"] == "production" and not values["hash_key"]:
+        raise ConfigError(
+            "environment is 'production' but no user-id hash key is set: set LLMTRACE_HASH_KEY (or "
+            "Tracer(hash_key=...)) to a long random secret, e.g. python -c 'import secrets; print(secrets.token_hex(32))'"
         )
     return Settings(**values)

@@ -106,7 +106,7 @@ class Tracer:
         return Writer(self._store, recorder, queue_size=s.queue_size, on_full=s.on_queue_full,
                       block_seconds=s.queue_block_seconds, batch_size=s.batch_size,
                       interval=s.flush_interval_seconds, retries=s.write_retries,
-                      open_span_timeout=s.open_span_timeout_seconds)
+                      open_span_timeout=s.open_span_timeout_seconds, purge_interval=s.purge_interval_seconds)
 
     # -- used by integrations (private, but stable between llmtrace packages) -----------------
 

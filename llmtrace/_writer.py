@@ -32,7 +32,7 @@ _TABLES = {"contents": S.contents, "spans": S.spans, "llm_calls": S.llm_calls, "
 _TOOL_UPDATE = (S.tool_calls.update().where(S.tool_calls.c.id == sa.bindparam("b_id"))
                 .values(tool_span_id=sa.bindparam("tool_span_id"), status=sa.bindparam("status"),
                         latency_ms=sa.bindparam("latency_ms")))
-_SWEEP_EVERY_S = 30.0
+_SWEEP_EVERY_S = 30.0  # open-span expiry and the periodic purge are checked this often
 
 
 class Counters:
@@ -52,7 +52,7 @@ class Counters:
 class Writer:
     def __init__(self, store: Store, recorder: Recorder, *, queue_size: int, on_full: str,
                  block_seconds: float, batch_size: int, interval: float, retries: int,
-                 open_span_timeout: float) -> None:
+                 open_span_timeout: float, purge_interval: float = 0.0) -> None:
         self.store = store
         self.recorder = recorder
         self.queue: deque = deque()
@@ -69,6 +69,8 @@ class Writer:
         self.thread: threading.Thread | None = None
         self.busy = False
         self._last_sweep = time.monotonic()
+        self.purge_interval = purge_interval
+        self._last_purge = time.monotonic()
 
     # -- caller side --------------------------------------------------------------------------
 
@@ -186,6 +188,16 @@ class Writer:
             self.counters.abandoned_spans += n
             logger.warning("llmtrace closed {} span(s) open longer than {:.0f}s as abandoned", n,
                            self.open_span_timeout_ns / 1e9)
+        if self.purge_interval and now - self._last_purge >= self.purge_interval:
+            self._last_purge = now
+            try:
+                from llmtrace._retention import purge
+
+                done = purge(self.store)
+                if done["content_rows"]:
+                    logger.info("llmtrace purged {} expired content row(s) of {} trace(s)", done["content_rows"], done["traces"])
+            except Exception as exc:
+                self.problem("purge", exc)
         if rows is None:
             self.recorder.finish(own)
             if own.count():

@@ -89,3 +89,28 @@ def test_old_database_migrates_to_the_same_columns(tmp_path):
                     for name in insp.get_table_names()}
 
     assert shape(old) == shape(blank)
+
+
+def test_writer_purges_periodically_when_asked(sqlite_url, monkeypatch):
+    import time
+
+    from llmtrace import _writer
+
+    monkeypatch.setattr(_writer, "_SWEEP_EVERY_S", 0.05)
+    with llmtrace.Tracer(sqlite_url, content_ttl_days=1e-9, purge_interval_seconds=0.1,
+                         flush_interval_seconds=0.05) as t:
+        [tid] = record(t, 1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if t.get_trace(tid).to_dict()["llm_calls"][0]["content_missing"] == "purged":
+                break
+            time.sleep(0.1)
+        assert t.get_trace(tid).to_dict()["llm_calls"][0]["content_missing"] == "purged"
+
+
+def test_production_needs_a_hash_key(sqlite_url, monkeypatch):
+    monkeypatch.delenv("LLMTRACE_HASH_KEY", raising=False)
+    with pytest.raises(llmtrace.ConfigError, match="LLMTRACE_HASH_KEY"):
+        llmtrace.Tracer(sqlite_url, environment="production")
+    monkeypatch.setenv("LLMTRACE_HASH_KEY", "a" * 64)
+    llmtrace.Tracer(sqlite_url, environment="production").close()
