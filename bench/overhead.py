@@ -1,6 +1,6 @@
 """Tracing overhead on the reference workloads: untraced vs llmtrace persisting to SQLite, one process.
 
-    python bench/overhead.py [--n 200] [--rounds 7] [--workloads W1,W2,W3]
+    python bench/overhead.py [--n 100] [--rounds 15] [--workloads W1,W2,W3]
 
 Per workload and round: N untraced calls, then N traced calls, then tracer.flush(). Each round gives
 a foreground ratio (median traced call / median untraced call) and an amortized ratio ((traced loop
@@ -41,18 +41,21 @@ def timed(run, callbacks, n):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--workloads", default="W1,W2,W3")
+    ap.add_argument("--capture", default="redacted", choices=["full", "redacted", "metadata"],
+                    help="capture mode of the traced runs (redacted is the default; metadata stores no content)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="llmtrace-bench-")
-    print(f"python {sys.version.split()[0]}, n={args.n} calls x {args.rounds} rounds, SQLite in {tmp}")
+    print(f"python {sys.version.split()[0]}, n={args.n} calls x {args.rounds} rounds, capture={args.capture}, "
+          f"SQLite in {tmp}")
     print(f"{'workload':<52} {'untraced µs':>11} {'traced µs':>10} {'fg ratio':>8} {'amortized µs':>12} "
           f"{'amort ratio':>11} {'llm rows':>9}")
     for name in args.workloads.split(","):
         run = BUILDERS[name]()
         url = f"sqlite:///{tmp}/{name}.db"
-        tracer = llmtrace.Tracer(url)
+        tracer = llmtrace.Tracer(url, capture=args.capture)
         handler = None
         if FRAMEWORK[name] == "langchain":
             from llmtrace_langchain import LLMTraceCallbackHandler

@@ -178,7 +178,7 @@ NUMERIC_DETECTORS: tuple[Detector, ...] = (
 _NUMERIC = re.compile(r"[0-9][0-9A-Z ().:/-]{5,45}[0-9A-Z]")
 _DIGITS = "0123456789"
 PII_DETECTORS: tuple[Detector, ...] = (EMAIL, *NUMERIC_DETECTORS, IPV6)
-_CACHE_MIN, _CACHE_MAX = 200, 4096
+_CACHE_MIN, _CACHE_MAX = 8, 8192
 # Every detector needs one of these somewhere in the text; short text without any is left at once.
 _TRIGGER_CHARS = re.compile(r"[0-9@:=_-]")  # a bare character class: the engine scans it in C
 _TRIGGER_WORDS = ("eyJ", "earer", "EARER", "AIza", "xox", "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA")
@@ -207,12 +207,12 @@ class Redactor:
         return f"[{name}:{mac}]"
 
     def text(self, text: str) -> str:
-        if len(text) < _SHORT and _TRIGGER_CHARS.search(text) is None and not any(w in text for w in _TRIGGER_WORDS):
-            return text
         if len(text) >= _CACHE_MIN:
             found = self._cache.get(text)
             if found is not None:
                 return found
+        if len(text) < _SHORT and _TRIGGER_CHARS.search(text) is None and not any(w in text for w in _TRIGGER_WORDS):
+            return text
         out = text
         for det in self.detectors:
             if det.precheck(out):
