@@ -6,6 +6,7 @@ The redaction processor chain over content fields plugs in here (``Processor``: 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -21,6 +22,7 @@ _NOT_SECRET = re.compile(r"(max|num|n)_?tokens?$|tokens?_(count|limit)$|^logit_b
 REMOVED = "[SECRET]"
 
 
+@functools.lru_cache(maxsize=4096)  # keys repeat endlessly ("role", "content", "type", ...)
 def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key)) and not _NOT_SECRET.search(key)
 

@@ -178,7 +178,8 @@ NUMERIC_DETECTORS: tuple[Detector, ...] = (
 _NUMERIC = re.compile(r"[0-9][0-9A-Z ().:/-]{5,45}[0-9A-Z]")
 _DIGITS = "0123456789"
 PII_DETECTORS: tuple[Detector, ...] = (EMAIL, *NUMERIC_DETECTORS, IPV6)
-_CACHE_MIN, _CACHE_MAX = 8, 8192
+_PLAIN = (int, float, bool, type(None))
+_CACHE_MAX = 8192  # strings seen lately -> their redacted form (prompts, chunks, roles repeat)
 # Every detector needs one of these somewhere in the text; short text without any is left at once.
 _TRIGGER_CHARS = re.compile(r"[0-9@:=_-]")  # a bare character class: the engine scans it in C
 _TRIGGER_WORDS = ("eyJ", "earer", "EARER", "AIza", "xox", "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA")
@@ -197,8 +198,9 @@ class Redactor:
         self.detectors = (SECRET_DETECTORS if secrets else ()) + ((EMAIL,) if pii else ()) + tuple(extra)
         self.pii = pii
         self.hash_key = hash_key.encode() if hash_key else None
-        # System prompts, retrieved chunks and tool results repeat across calls: redact each once.
+        # System prompts, retrieved chunks, tool results, roles repeat across calls: redact each once.
         self._cache: dict[str, str] = {}
+        self._tuples: dict[int, tuple[tuple, tuple]] = {}
 
     def _placeholder(self, name: str, value: str) -> str:
         if self.hash_key is None:
@@ -207,12 +209,19 @@ class Redactor:
         return f"[{name}:{mac}]"
 
     def text(self, text: str) -> str:
-        if len(text) >= _CACHE_MIN:
-            found = self._cache.get(text)
-            if found is not None:
-                return found
+        found = self._cache.get(text)
+        if found is not None:
+            return found
         if len(text) < _SHORT and _TRIGGER_CHARS.search(text) is None and not any(w in text for w in _TRIGGER_WORDS):
-            return text
+            out = text
+        else:
+            out = self._scan(text)
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[text] = out
+        return out
+
+    def _scan(self, text: str) -> str:
         out = text
         for det in self.detectors:
             if det.precheck(out):
@@ -222,10 +231,6 @@ class Redactor:
                 out = self._numeric_pass(out)
             if IPV6.precheck(out):
                 out = IPV6.pattern.sub(lambda m: self._replace(m, IPV6), out)
-        if len(text) >= _CACHE_MIN:
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
-            self._cache[text] = out
         return out
 
     def _numeric_pass(self, text: str) -> str:
@@ -261,15 +266,27 @@ class Redactor:
         return whole[: start - offset] + self._placeholder(det.name, value) + whole[end - offset:]
 
     def value(self, value: Any, _depth: int = 0) -> Any:
-        if isinstance(value, str):
+        cls = type(value)
+        if cls is str:
             return self.text(value)
-        if _depth > 40:
+        if _depth > 40 or cls in _PLAIN:
             return value
         if isinstance(value, dict):
-            return {k: ("[SECRET]" if isinstance(k, str) and is_secret_key(k) and v not in (None, "")
+            return {k: ("[SECRET]" if type(k) is str and is_secret_key(k) and v not in (None, "")
                         else self.value(v, _depth + 1)) for k, v in value.items()}
+        if cls is tuple:  # immutable and shared (e.g. a bound tool list): redacted once per object
+            seen = self._tuples.get(id(value))
+            if seen is not None and seen[0] is value:
+                return seen[1]
+            out = tuple(self.value(v, _depth + 1) for v in value)
+            if len(self._tuples) >= 256:
+                self._tuples.clear()
+            self._tuples[id(value)] = (value, out)
+            return out
         if isinstance(value, (list, tuple)):
             return [self.value(v, _depth + 1) for v in value]
+        if isinstance(value, str):
+            return self.text(value)
         return value
 
     def __call__(self, fields: dict[str, Any]) -> dict[str, Any]:

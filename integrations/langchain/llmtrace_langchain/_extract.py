@@ -94,16 +94,27 @@ def chain_outputs(raw: Any) -> dict[str, Any]:
     return {"outputs": plain(raw)}
 
 
-def tools_offered(params: dict) -> list[dict] | None:
+_tools_seen: dict[int, tuple[Any, tuple[dict, ...]]] = {}  # id -> (the bound tools list, its conversion)
+
+
+def tools_offered(params: dict) -> tuple[dict, ...] | None:
     tools = params.get("tools") or params.get("functions")
     if not tools:
         return None
+    # bind_tools() passes the same list object on every call: convert it once (writer thread only)
+    seen = _tools_seen.get(id(tools))
+    if seen is not None and seen[0] is tools:
+        return seen[1]
     out = []
     for t in tools:
         fn = _get(t, "function") or t
         out.append({"name": _get(fn, "name"), "description": _get(fn, "description"),
                     "parameters": to_jsonable(_get(fn, "parameters") or _get(fn, "input_schema"))})
-    return out
+    if len(_tools_seen) > 256:
+        _tools_seen.clear()
+    frozen = tuple(out)  # a tuple: shared read-only, so the redactor handles it once too
+    _tools_seen[id(tools)] = (tools, frozen)
+    return frozen
 
 
 def model_asked(serialized: dict | None, params: dict, metadata: dict | None) -> str | None:
