@@ -26,7 +26,8 @@ FORMATS = ("jsonl",)
 
 def export_eval_set(store: Store, path: str | Path, *, format: str = "jsonl", labels: tuple[str, ...] | None = None,
                     feature: str | None = None, model: str | None = None, prompt_version: str | None = None,
-                    since: datetime | None = None, until: datetime | None = None, last_call_only: bool = True) -> int:
+                    since: datetime | None = None, until: datetime | None = None, last_call_only: bool = True,
+                    prices: Any = None) -> int:
     if format not in FORMATS:
         raise ConfigError(f"export format {format!r} is not available; use one of {FORMATS}")
     wanted = set(labels) if labels else {"positive", "negative", "corrected"}
@@ -55,7 +56,7 @@ def export_eval_set(store: Store, path: str | Path, *, format: str = "jsonl", la
             label = LABELS[action]
             if label not in wanted:
                 continue
-            doc = load_trace(store, trace_id).to_dict()
+            doc = load_trace(store, trace_id, prices).to_dict()
             calls = [c for c in doc["llm_calls"] if c["status"] == "ok" and (model is None or c["model"] == model)]
             for call in calls[-1:] if last_call_only else calls:
                 row = _row(doc, call, label)

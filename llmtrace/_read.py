@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from llmtrace import _schema as S
 from llmtrace._classify import HINTS
+from llmtrace._cost import PriceBook, default_pricebook
 from llmtrace._errors import TraceNotFound
 from llmtrace._events import system_prompt_of
 from llmtrace._render import render_text
@@ -63,7 +64,7 @@ def _rows(conn: sa.Connection, table: sa.Table, trace_id: str, order: Any = None
     return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
-def load_trace(store: Store, trace_id: str) -> Trace:
+def load_trace(store: Store, trace_id: str, prices: PriceBook | None = None) -> Trace:
     store.ensure_schema()
     with store.engine.connect() as conn:
         trace_row = conn.execute(sa.select(S.traces).where(S.traces.c.trace_id == trace_id)).first()
@@ -81,8 +82,22 @@ def load_trace(store: Store, trace_id: str) -> Trace:
         for r in _rows(conn, S.contents, trace_id, S.contents.c.created_at):
             for owner, fields in (loads(r["body"]) or {}).items():
                 contents[owner] = (fields, r["expires_at"])
-    return Trace(_assemble(trace_id, dict(trace_row._mapping) if trace_row else None, spans, llms, tools,
-                           chunk_rows, vals, fbs, contents))
+    doc = _assemble(trace_id, dict(trace_row._mapping) if trace_row else None, spans, llms, tools, chunk_rows, vals, fbs,
+                    contents)
+    _add_costs(doc, prices or default_pricebook())
+    return Trace(doc)
+
+
+def _add_costs(doc: dict[str, Any], prices: PriceBook) -> None:
+    """Costs are computed when read, from the tokens and the price of the call's day."""
+    for call in doc["llm_calls"]:
+        if call["cost_usd"] is None:
+            tok = call["tokens"]
+            at = datetime.fromisoformat(call["started_at"].replace("Z", "")) if call["started_at"] else None
+            call["cost_usd"] = prices.cost(model=call["model"], version=call["model_version"], provider=call["provider"],
+                                           input_tokens=tok["input"], output_tokens=tok["output"],
+                                           cached_tokens=tok["input_cached"], at=at)
+    doc["totals"]["cost_usd"] = _sum([c["cost_usd"] for c in doc["llm_calls"]])
 
 
 def _assemble(trace_id, tr, spans, llms, tools, chunk_rows, vals, fbs, contents) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def render_text(doc: dict[str, Any]) -> str:
     lines.append("  ".join(head))
     t = doc["totals"]
     lines.append(f"  {t['llm_calls']} LLM call(s), tokens in/out {t['input_tokens']}/{t['output_tokens']}, "
-                 f"cost {t['cost_usd'] if t['cost_usd'] is not None else 'unknown'}, errors {t['errors']}")
+                 f"cost {_usd(t['cost_usd'])}, errors {t['errors']}")
     calls = {c["span_id"]: c for c in doc["llm_calls"]}
     depth: dict[str | None, int] = {None: 0}
     for s in doc["spans"]:
@@ -56,6 +56,10 @@ def render_text(doc: dict[str, Any]) -> str:
     return "\n".join(line[:_WIDTH * 2] for line in lines)
 
 
+def _usd(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:.6f}"
+
+
 def _val(v: dict) -> str:
     return f"{v['rule']} {'passed' if v['passed'] else 'FAILED'}" + (f" ({_short(v['detail'], 50)})" if v["detail"] else "")
 
@@ -65,7 +69,7 @@ def _call_lines(c: dict[str, Any]) -> list[str]:
     lat = c["latency_ms"]
     out = [f"model {c['model']} → {c['model_version'] or '?'} ({c['provider'] or '?'})  "
            f"tokens {tok['input']}/{tok['output']}  ttft {_ms(lat['ttft'])}  retrieval {_ms(lat['retrieval'])}  "
-           f"tools {_ms(lat['tools'])}  finish {c['finish_reason'] or '–'}"
+           f"tools {_ms(lat['tools'])}  finish {c['finish_reason'] or '–'}  cost {_usd(c['cost_usd'])}"
            + (f"  retries {c['retry_count']}" if c["retry_count"] else "")
            + (f"  fell back from {c['fallback_from']}" if c["fallback_from"] else "")]
     if c["content_missing"]:

@@ -17,6 +17,7 @@ from loguru import logger
 
 from llmtrace import _events as E
 from llmtrace._config import CAPTURE_MODES, Settings, make_settings
+from llmtrace._cost import PriceBook, default_pricebook
 from llmtrace._errors import ConfigError, InvalidFeedback
 from llmtrace._privacy import Processor
 from llmtrace._recorder import Recorder
@@ -81,12 +82,13 @@ class Tracer:
 
     def __init__(self, url: str | None = None, *, capture: str | None = None,
                  content_ttl_days: float | None | str = "env", processors: list[Processor] | None = None,
-                 **settings: Any) -> None:
+                 prices: dict[str, dict[str, float]] | None = None, **settings: Any) -> None:
         if capture is not None:
             settings["capture"] = capture
         if content_ttl_days != "env":
             settings["content_ttl_days"] = content_ttl_days
         self.settings: Settings = make_settings(url, **settings)
+        self._prices = PriceBook(prices) if prices else default_pricebook()
         self._store = Store(self.settings.url)
         self._wall0 = time.time_ns()
         self._perf0 = time.perf_counter_ns()
@@ -184,7 +186,7 @@ class Tracer:
         from llmtrace._read import load_trace
 
         self.flush(timeout=10)
-        return load_trace(self._store, _check_id(trace_id))
+        return load_trace(self._store, _check_id(trace_id), self._prices)
 
     def export_eval_set(self, path: str, *, format: str = "jsonl", **filters: Any) -> int:
         """Write feedback-labelled examples to ``path``; returns the number of rows.
@@ -195,7 +197,7 @@ class Tracer:
         from llmtrace._export import export_eval_set
 
         self.flush(timeout=10)
-        return export_eval_set(self._store, path, format=format, **filters)
+        return export_eval_set(self._store, path, format=format, prices=self._prices, **filters)
 
     def purge(self, *, older_than: Any = None, dry_run: bool = False, batch_size: int = 1000) -> dict[str, int]:
         """Delete content past its expiry (or older than ``older_than``: '7d', '12h', days); metadata stays.

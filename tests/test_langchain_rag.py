@@ -88,7 +88,7 @@ def test_rag_chain_every_mode(tracer, handler, mode):
     for s in doc["spans"]:  # parent before child
         assert s["parent_id"] is None or s["parent_id"] in seen
         seen.add(s["span_id"])
-    assert doc["totals"] == {"llm_calls": 1, "input_tokens": 120, "output_tokens": 30, "cost_usd": None,
+    assert doc["totals"] == {"llm_calls": 1, "input_tokens": 120, "output_tokens": 30, "cost_usd": 0.000575,
                              "errors": 0}
     if mode in ("batch", "abatch"):  # each input is its own root run, so its own trace
         assert len({s["span_id"] for s in doc["spans"] if s["parent_id"] is None}) == 1
