@@ -176,3 +176,34 @@ def test_secrets_never_stored_in_params(sqlite_tracer):
         for table in S.METADATA.sorted_tables:
             for row in conn.execute(sa.select(table)):
                 assert "SECRETSECRET" not in repr(tuple(row)) and "tok-999" not in repr(tuple(row))
+
+
+def test_tokens_from_llm_output_and_response_metadata(sqlite_tracer):
+    # providers that report usage only in llm_output (OpenAI-style) or response_metadata (Anthropic-style)
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    class LegacyUsage(ScriptedChatModel):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            return ChatResult(generations=[ChatGeneration(message=AIMessage("a"))], llm_output={
+                "model_name": "gpt-4o-2024-11-20", "token_usage": {
+                    "prompt_tokens": 50, "completion_tokens": 7, "total_tokens": 57,
+                    "prompt_tokens_details": {"cached_tokens": 10}, "completion_tokens_details": {"reasoning_tokens": 2}}})
+
+    class MetadataUsage(ScriptedChatModel):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            msg = AIMessage("b", response_metadata={"model": "claude-3-5-haiku-20241022", "stop_reason": "end_turn",
+                                                    "usage": {"input_tokens": 40, "output_tokens": 9,
+                                                              "cache_read_input_tokens": 4}})
+            return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    h = LLMTraceCallbackHandler(sqlite_tracer)
+    LegacyUsage(script=[answer("x")]).invoke("q", config={"callbacks": [h]})
+    [a] = sqlite_tracer.get_trace(h.last_trace_id).to_dict()["llm_calls"]
+    assert a["tokens"] == {"input": 50, "output": 7, "total": 57, "input_cached": 10, "reasoning": 2}
+    assert a["model_version"] == "gpt-4o-2024-11-20"
+    MetadataUsage(script=[answer("x")]).invoke("q", config={"callbacks": [h]})
+    [b] = sqlite_tracer.get_trace(h.last_trace_id).to_dict()["llm_calls"]
+    assert b["tokens"] == {"input": 40, "output": 9, "total": 49, "input_cached": 4, "reasoning": None}
+    assert b["model_version"] == "claude-3-5-haiku-20241022" and b["finish_reason"] == "end_turn"
