@@ -86,6 +86,23 @@ def cmd_purge(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    tracer = _tracer(args)
+    try:
+        report = tracer.verify_audit()
+    finally:
+        tracer.close()
+    if args.json:
+        print(json.dumps({"ok": report.ok, "entries": report.entries, "rows": report.rows, "problems": report.problems}))
+    elif report.ok:
+        print(f"audit chain ok: {report.entries} entries cover {report.rows} rows")
+    else:
+        print(f"audit chain BROKEN: {report.first}")
+        for line in report.problems[1:]:
+            print(f"  also: {line}")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmtrace", description="Record, inspect and export LLM calls.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", help="also purge content older than this: 7d, 12h, 30m")
     p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     p.add_argument("--batch-size", type=int, default=1000, help="rows per transaction (default 1000)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add("audit", "Check the tamper-evident audit chain (Tracer(audit=True)) against the tables.", cmd_audit)
+    p.add_argument("action", choices=["verify"], help="verify: report the first broken link, exit 1 if any")
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 

@@ -30,6 +30,7 @@ class Settings:
     open_span_timeout_seconds: float = 3_600.0
     write_retries: int = 3
     purge_interval_seconds: float = 0.0  # > 0: the writer also purges expired content this often
+    audit: bool = False  # join every written row to the tamper-evident hash chain (llmtrace audit verify)
     redaction_hash: bool = False  # placeholders carry a keyed hash ([EMAIL:3f2a9c1b0d]) so equal values join
 
 
@@ -45,6 +46,7 @@ _ENV = {
     "release": "LLMTRACE_RELEASE",
     "redaction_hash": "LLMTRACE_REDACTION_HASH",
     "purge_interval_seconds": "LLMTRACE_PURGE_INTERVAL_SECONDS",
+    "audit": "LLMTRACE_AUDIT",
 }
 
 

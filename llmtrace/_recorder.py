@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmtrace import _events as E
+from llmtrace._audit import CONTENT, content_digest
 from llmtrace._classify import describe, is_parse_failure
 from llmtrace._privacy import Processor, hash_user_id, run_processors, scrub_secrets
 from llmtrace._redact import Redactor
@@ -32,6 +33,7 @@ class Rows:
     def __init__(self) -> None:
         self.contents: list[dict] = []
         self.pending_content: dict[str, dict[str, Any]] = {}  # trace id -> owner id -> fields
+        self.content_digests: list[list[str]] = []  # [["content", owner, digest]] for the audit chain
         self.spans: list[dict] = []
         self.llm_calls: list[dict] = []
         self.tool_calls: list[dict] = []
@@ -42,7 +44,7 @@ class Rows:
         self.traces: list[dict] = []
 
     def count(self) -> int:
-        return sum(len(v) for v in vars(self).values() if isinstance(v, list))
+        return sum(len(v) for k, v in vars(self).items() if isinstance(v, list) and k != "content_digests")
 
 
 class _Span:
@@ -97,6 +99,7 @@ class Recorder:
         self.processors = processors
         self._problem = on_problem
         self._redaction_hash = redaction_hash
+        self.audit = False
         self._redactors: dict[str, Redactor] = {}
         self._open: dict[Any, _Span] = {}  # keyed by the id objects the framework passes
         self._recent: OrderedDict[Any, _Trace] = OrderedDict()  # ended span -> its trace
@@ -434,7 +437,10 @@ class Recorder:
         for trace_id, owners in rows.pending_content.items():
             body = dumps(owners)
             if len(body) > self._cap:
-                body = dumps({o: {k: self._capped(v) for k, v in f.items()} for o, f in owners.items()})
+                owners = {o: {k: self._capped(v) for k, v in f.items()} for o, f in owners.items()}
+                body = dumps(owners)
+            if self.audit:
+                rows.content_digests.extend([CONTENT, o, content_digest(f)] for o, f in owners.items())
             # Time-ordered ids append to the primary-key B-tree instead of splitting it at random.
             # Nothing here may release the GIL (os.urandom, hashlib on > 2 KB): each release makes
             # the writer wait for the app's thread and then preempt it, a hand-off the app pays for.

@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from llmtrace import _audit as A
 from llmtrace import _schema as S
 from llmtrace._errors import ConfigError
 from llmtrace._store import Store, utcnow
@@ -55,6 +56,11 @@ def purge(store: Store, *, older_than: Any = None, dry_run: bool = False, batch_
             ids = sorted({r.trace_id for r in batch} - touched)
             if ids:
                 conn.execute(S.traces.update().where(S.traces.c.trace_id.in_(ids)).values(content_purged_at=now))
+            if A.enabled(conn):  # the purge is itself a chained event: the stamped trace rows
+                t = S.traces
+                stamped = [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.trace_id.in_(ids)))] if ids else []
+                A.append(conn, "purge", [[t.name, A.row_key(t.name, r), A.row_digest(t.name, r)] for r in stamped]
+                         + [["purge", "content_rows", str(len(batch))]])
             touched.update(ids)
             total_rows += len(batch)
         if len(batch) < batch_size:

@@ -14,10 +14,12 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _Time = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+# MySQL's FLOAT is single precision: DOUBLE keeps latencies and costs exact (and digests stable)
+_Float = Float().with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
 
 
 def _id(n: int = 64, primary_key: bool = False, index: bool = False, nullable: bool = True):
@@ -39,7 +41,7 @@ class TraceRow(_Base, table=True):
     name: str | None = _col(String(256))
     started_at: datetime | None = _col(_Time, index=True)
     ended_at: datetime | None = _col(_Time)
-    latency_ms: float | None = _col(Float)
+    latency_ms: float | None = _col(_Float)
     status: str | None = _col(String(16))
     user_hash: str | None = _id(64)
     session_id: str | None = _id(128)
@@ -63,7 +65,7 @@ class SpanRow(_Base, table=True):
     name: str | None = _col(String(256))
     started_at: datetime | None = _col(_Time)
     ended_at: datetime | None = _col(_Time)
-    latency_ms: float | None = _col(Float)
+    latency_ms: float | None = _col(_Float)
     status: str | None = _col(String(16))
     error_type: str | None = _col(String(32))
     link_span_id: str | None = _id(64)  # parser -> the LLM call it consumed
@@ -85,11 +87,11 @@ class LLMCallRow(_Base, table=True):
     total_tokens: int | None = _col(Integer)
     input_cached_tokens: int | None = _col(Integer)
     reasoning_tokens: int | None = _col(Integer)
-    latency_ms: float | None = _col(Float)
-    ttft_ms: float | None = _col(Float)
-    retrieval_ms: float | None = _col(Float)
-    tools_ms: float | None = _col(Float)
-    cost_usd: float | None = _col(Float)
+    latency_ms: float | None = _col(_Float)
+    ttft_ms: float | None = _col(_Float)
+    retrieval_ms: float | None = _col(_Float)
+    tools_ms: float | None = _col(_Float)
+    cost_usd: float | None = _col(_Float)
     finish_reason: str | None = _col(String(64))
     status: str | None = _col(String(16))
     error_type: str | None = _col(String(32))
@@ -109,7 +111,7 @@ class ToolCallRow(_Base, table=True):
     name: str | None = _col(String(256))
     tool_span_id: str | None = _id(64)
     status: str | None = _col(String(16))
-    latency_ms: float | None = _col(Float)
+    latency_ms: float | None = _col(_Float)
 
 
 class ChunkRow(_Base, table=True):
@@ -120,7 +122,7 @@ class ChunkRow(_Base, table=True):
     span_id: str = _id(64)
     rank: int | None = _col(Integer)
     source_id: str | None = _col(String(256))
-    score: float | None = _col(Float)
+    score: float | None = _col(_Float)
     retriever: str | None = _col(String(256))
     retrieved_at: datetime | None = _col(_Time)
 
@@ -141,7 +143,7 @@ class FeedbackRow(_Base, table=True):
     id: str = _id(64, primary_key=True)
     trace_id: str = _id(128, index=True)
     action: str | None = _id(64, index=True)
-    score: float | None = _col(Float)
+    score: float | None = _col(_Float)
     source: str | None = _col(String(64))
     at: datetime | None = _col(_Time)
 
@@ -169,6 +171,18 @@ class MigrationRow(_Base, table=True):
     applied_at: datetime | None = _col(_Time)
 
 
+class AuditRow(_Base, table=True):
+    """One link of the audit hash chain: the [table, key, digest] of the rows one batch wrote (v3)."""
+
+    __tablename__ = "llmtrace_audit"
+    seq: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    at: datetime | None = _col(_Time)
+    kind: str | None = _col(String(16))
+    entries: str | None = _col(_LongText)
+    prev_hash: str | None = _col(String(64))
+    hash: str | None = _col(String(64))
+
+
 class MetaRow(_Base, table=True):
     __tablename__ = "llmtrace_meta"
     key: str = _id(64, primary_key=True)
@@ -185,4 +199,5 @@ validations = ValidationRow.__table__
 feedback = FeedbackRow.__table__
 contents = ContentRow.__table__
 migrations = MigrationRow.__table__
+audit = AuditRow.__table__
 meta = MetaRow.__table__

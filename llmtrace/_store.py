@@ -69,11 +69,22 @@ def _migration_2(conn: sa.Connection) -> None:
         next(i for i in S.contents.indexes if i.name == "ix_llmtrace_contents_expires_at").create(conn)
 
 
+def _migration_3(conn: sa.Connection) -> None:
+    """The audit chain's table; on MySQL/MariaDB, DOUBLE instead of single-precision FLOAT."""
+    S.audit.create(conn, checkfirst=True)
+    if conn.dialect.name in ("mysql", "mariadb"):
+        for table in S.METADATA.sorted_tables:
+            for col in table.columns:
+                if isinstance(col.type, sa.Float) and table.name != "llmtrace_audit":
+                    conn.execute(sa.text(f"ALTER TABLE {table.name} MODIFY {col.name} DOUBLE NULL"))
+
+
 # Numbered migrations; a new schema change appends (version, name, function) here. A blank
 # database gets today's tables from migration 1, so every later step checks before it changes.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial tables", _migration_1),
     (2, "content retention", _migration_2),
+    (3, "audit chain", _migration_3),
 ]
 assert MIGRATIONS[-1][0] == S.SCHEMA_VERSION
 

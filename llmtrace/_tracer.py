@@ -105,6 +105,7 @@ class Tracer:
                             environment=s.environment, release=s.release, processors=processors,
                             on_problem=lambda where, exc: self._writer.problem(where, exc),
                             redaction_hash=s.redaction_hash)
+        recorder.audit = s.audit
         return Writer(self._store, recorder, queue_size=s.queue_size, on_full=s.on_queue_full,
                       block_seconds=s.queue_block_seconds, batch_size=s.batch_size,
                       interval=s.flush_interval_seconds, retries=s.write_retries,
@@ -208,6 +209,13 @@ class Tracer:
 
         self.flush(timeout=10)
         return purge(self._store, older_than=older_than, dry_run=dry_run, batch_size=batch_size)
+
+    def verify_audit(self):
+        """Walk the audit chain and compare it with the tables; ``.ok``, ``.first``, ``.problems``."""
+        from llmtrace._audit import verify
+
+        self.flush(timeout=10)
+        return verify(self._store)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything recorded so far is written; False if ``timeout`` ran out first."""

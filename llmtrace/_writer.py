@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from loguru import logger
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from llmtrace import _audit as A
 from llmtrace import _events as E
 from llmtrace import _schema as S
 from llmtrace._recorder import Recorder, Rows
@@ -70,6 +71,7 @@ class Writer:
         self.busy = False
         self._last_sweep = time.monotonic()
         self.purge_interval = purge_interval
+        self.audit = recorder.audit
         self._last_purge = time.monotonic()
 
     # -- caller side --------------------------------------------------------------------------
@@ -210,7 +212,7 @@ class Writer:
             try:
                 self.store.ensure_schema()
                 with self.store.engine.begin() as conn:
-                    write_rows(conn, rows)
+                    write_rows(conn, rows, self.audit)
                 self._written(rows, total)
                 return
             except IntegrityError as exc:
@@ -235,7 +237,7 @@ class Writer:
                 getattr(single, name).append(row)
                 try:
                     with self.store.engine.begin() as conn:
-                        write_rows(conn, single)
+                        write_rows(conn, single, self.audit)
                     self._written(single, 1)
                 except Exception as exc:
                     self._note_error(exc)
@@ -351,18 +353,36 @@ def _sqlite_multirow(conn: sa.Connection, sql: str, names: list[str], params: li
         conn.exec_driver_sql(head + " VALUES " + ",".join([one] * len(chunk)), tuple(chain.from_iterable(chunk)))
 
 
-def write_rows(conn: sa.Connection, rows: Rows) -> None:
+def write_rows(conn: sa.Connection, rows: Rows, audit: bool = False) -> None:
     for name in _INSERT_ORDER:
         batch = getattr(rows, name)
         if batch:
             _insert(conn, _TABLES[name], batch)
     if rows.tool_updates:
         conn.execute(_TOOL_UPDATE, rows.tool_updates)
-    if rows.traces:
-        _upsert_traces(conn, rows.traces)
+    traces = _upsert_traces(conn, rows.traces) if rows.traces else []
+    if audit:
+        _audit_batch(conn, rows, traces)
 
 
-def _upsert_traces(conn: sa.Connection, new_rows: list[dict]) -> None:
+def _audit_batch(conn: sa.Connection, rows: Rows, traces: list[dict]) -> None:
+    """Chain what this transaction wrote: rows as stored (updated ones read back), content digests."""
+    entries = [list(e) for e in rows.content_digests]
+    for name in _INSERT_ORDER[1:]:
+        table = _TABLES[name].name
+        entries.extend([table, A.row_key(table, r), A.row_digest(table, r)] for r in getattr(rows, name))
+    if rows.tool_updates:
+        t = S.tool_calls
+        ids = [u["b_id"] for u in rows.tool_updates]
+        for r in conn.execute(sa.select(t).where(t.c.id.in_(ids))):
+            row = dict(r._mapping)
+            entries.append([t.name, A.row_key(t.name, row), A.row_digest(t.name, row)])
+    for row in traces:
+        entries.append([S.traces.name, A.row_key(S.traces.name, row), A.row_digest(S.traces.name, row)])
+    A.append(conn, "rows", entries)
+
+
+def _upsert_traces(conn: sa.Connection, new_rows: list[dict]) -> list[dict]:
     """A trace may end more than once (several roots sharing one trace id): merge, never duplicate."""
     fresh: list[dict] = []
     rest: list[dict] = []
@@ -371,7 +391,7 @@ def _upsert_traces(conn: sa.Connection, new_rows: list[dict]) -> None:
     if fresh:  # ids llmtrace generated and ended once: no row can exist yet
         _insert(conn, S.traces, fresh)
     if not rest:
-        return
+        return fresh
     merged: dict[str, dict] = {}
     for row in rest:
         for col in ("started_at", "ended_at"):
@@ -389,6 +409,7 @@ def _upsert_traces(conn: sa.Connection, new_rows: list[dict]) -> None:
         stmt = t.update().where(t.c.trace_id == sa.bindparam("b_trace_id")).values(
             {c: sa.bindparam("v_" + c) for c in cols})
         conn.execute(stmt, [{"b_trace_id": u["trace_id"], **{"v_" + c: u[c] for c in cols}} for u in updates])
+    return fresh + inserts + updates
 
 
 def _merge_trace(old: dict | None, new: dict) -> dict:
