@@ -103,6 +103,22 @@ def cmd_audit(args) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_db(args) -> int:
+    from llmtrace._harden import harden
+
+    tracer = _tracer(args)
+    try:
+        stmts = harden(tracer._store, args.reader_role, dry_run=args.print)
+    finally:
+        tracer.close()
+    if args.print:
+        print(";\n".join(stmts) + ";")
+    else:
+        print(f"hardened: role {args.reader_role} reads metadata but not content; the audit chain is append-only; "
+              "content is deleted only by purge")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmtrace", description="Record, inspect and export LLM calls.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     p.add_argument("--batch-size", type=int, default=1000, help="rows per transaction (default 1000)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p = add("db", "PostgreSQL protections: a metadata-only reader role, append-only audit, purge-only deletes.", cmd_db)
+    p.add_argument("action", choices=["harden"])
+    p.add_argument("--reader-role", default="llmtrace_reader", help="role that may read metadata (default llmtrace_reader)")
+    p.add_argument("--print", action="store_true", help="print the SQL instead of running it")
     p = add("audit", "Check the tamper-evident audit chain (Tracer(audit=True)) against the tables.", cmd_audit)
     p.add_argument("action", choices=["verify"], help="verify: report the first broken link, exit 1 if any")
     p.add_argument("--json", action="store_true", help="print JSON")

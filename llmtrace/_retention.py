@@ -49,6 +49,8 @@ def purge(store: Store, *, older_than: Any = None, dry_run: bool = False, batch_
     touched: set[str] = set()
     while True:
         with store.engine.begin() as conn:  # one bounded transaction per batch: never a long lock
+            if store.dialect == "postgresql":  # a hardened store lets content go only this way
+                conn.execute(sa.text("SET LOCAL llmtrace.purge = 'on'"))
             batch = conn.execute(sa.select(c.c.id, c.c.trace_id).where(cond).limit(batch_size)).all()
             if not batch:
                 break

@@ -134,3 +134,44 @@ def test_two_processes_share_one_chain(sqlite_url):
         report = t.verify_audit()
     assert report.ok, report.problems
     assert report.rows >= 9 * 15
+
+
+@pytest.fixture
+def pg_fresh_url(tmp_path):
+    _server("postgresql")
+    base = SERVER_URLS["postgresql"]
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS llmtrace_harden_t CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA llmtrace_harden_t"))
+    engine.dispose()
+    return base + "?options=-csearch_path%3Dllmtrace_harden_t"
+
+
+def test_db_harden_on_postgresql(pg_fresh_url):
+    from llmtrace._harden import harden
+
+    with llmtrace.Tracer(pg_fresh_url, audit=True, content_ttl_days=1e-9) as t:
+        record(t)
+        harden(t._store, "llmtrace_reader_t")
+        harden(t._store, "llmtrace_reader_t")  # idempotent
+        for sql in ("DELETE FROM llmtrace_audit", "UPDATE llmtrace_audit SET kind = 'x'", "DELETE FROM llmtrace_spans",
+                    "DELETE FROM llmtrace_contents"):
+            with pytest.raises(sa.exc.DBAPIError, match="not allowed|only by llmtrace purge"):
+                tamper(t, sql)
+        assert t.purge()["content_rows"] >= 1  # the one way content may go
+        record(t)  # the writer still works on a hardened store
+        assert t.verify_audit().ok
+        with t._store.engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL ROLE llmtrace_reader_t"))
+            assert conn.execute(sa.text("SELECT count(*) FROM llmtrace_llm_calls")).scalar() >= 3
+        with t._store.engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL ROLE llmtrace_reader_t"))
+            with pytest.raises(sa.exc.DBAPIError, match="permission denied"):
+                conn.execute(sa.text("SELECT body FROM llmtrace_contents"))
+
+
+def test_db_harden_elsewhere_is_a_clear_error(sqlite_url):
+    out = subprocess.run([sys.executable, "-m", "llmtrace", "db", "harden", "--db", sqlite_url],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "db harden is for PostgreSQL" in out.stderr
