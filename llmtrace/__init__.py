@@ -14,6 +14,7 @@ from llmtrace._errors import (
     StoreError,
     TraceNotFound,
 )
+from llmtrace._logs import add_json_sink
 from llmtrace._read import Trace
 from llmtrace._tracer import FEEDBACK_ACTIONS, Tracer, TraceScope, default_tracer
 
@@ -29,6 +30,7 @@ __all__ = [
     "LLMTraceError",
     "StoreError",
     "Trace",
+    "add_json_sink",
     "TraceNotFound",
     "TraceScope",
     "Tracer",

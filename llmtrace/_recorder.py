@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmtrace import _events as E
+from llmtrace import _logs as L
 from llmtrace._audit import CONTENT, content_digest
 from llmtrace._classify import describe, is_parse_failure
 from llmtrace._privacy import Processor, hash_user_id, run_processors, scrub_secrets
@@ -100,6 +101,8 @@ class Recorder:
         self._problem = on_problem
         self._redaction_hash = redaction_hash
         self.audit = False
+        self.prices = None  # a PriceBook: the cost in log lines
+        self._debug = L.debug_enabled()
         self._redactors: dict[str, Redactor] = {}
         self._open: dict[Any, _Span] = {}  # keyed by the id objects the framework passes
         self._recent: OrderedDict[Any, _Trace] = OrderedDict()  # ended span -> its trace
@@ -255,6 +258,8 @@ class Recorder:
             "link_span_id": link, "tool_call_id": span.start.get("tool_call_id"), "position": None,
         })
         self._content(span_id, trace, content, rows)
+        if self._debug and kind == "llm":
+            L.debug_print(rows.llm_calls[-1], rows.pending_content.get(trace.trace_id, {}).get(span_id, {}))
         if span.is_root:
             self._root_end(span, t, latency, status, rows)
 
@@ -291,6 +296,11 @@ class Recorder:
             "fallback_from": _short(fallback_from, 128), "generations": out.get("n_generations"),
             "streamed": bool(first),
         })
+        row = rows.llm_calls[-1]
+        L.emit(L.call_level(row), lambda: L.call_fields(
+            row, trace.attrs, self._user_hash(trace), [{"tool_call_id": i, "latency_ms": trace.tool_ms.get(i)}
+                                                      for i in tool_ids if i in trace.tool_ms],
+            _iso(self._clock(span.t0)), self._cost(row)))
         trace.llm_calls.append({"span_id": span.span_id, "t0": span.t0, "t1": t, "model": model,
                                 "status": status, "anchor": span.fallback_anchor, "consumed": False})
         for pos, req in enumerate(requests):
@@ -350,6 +360,8 @@ class Recorder:
             return None
         target["consumed"] = True
         if exc is not None:
+            L.emit("ERROR", lambda: {"event": "parse_error", "trace_id": trace.trace_id, "span_id": target["span_id"],
+                                     "parser": span.name, "error_type": type(exc).__name__})
             self._validation(trace.trace_id, target["span_id"], "schema", False, error["message"], "parser", t, rows,
                              trace=trace)
         elif span.kind == "parser" and span.name != "StrOutputParser":
@@ -360,12 +372,11 @@ class Recorder:
         trace = span.trace
         trace.roots_open -= 1
         a = trace.attrs
-        user = a.get("user_id")
         tags = a.get("tags")
         rows.traces.append({
             "trace_id": trace.trace_id, "name": _short(a.get("trace_name") or span.name, 256),
             "started_at": self._clock(span.t0), "ended_at": self._clock(t), "latency_ms": latency,
-            "status": status, "user_hash": hash_user_id(user, self._hash_key()) if user is not None else None,
+            "status": status, "user_hash": self._user_hash(trace),
             "session_id": _short(a.get("session_id"), 128), "feature": _short(a.get("feature"), 128),
             "team": _short(a.get("team"), 128),
             "environment": _short(a.get("environment") or self._defaults["environment"], 64),
@@ -392,10 +403,27 @@ class Recorder:
 
     def _validation(self, trace_id, span_id, rule, passed, detail, source, t, rows: Rows, trace=None) -> None:
         vid = uuid.uuid4().hex
+        if not passed and rule != "schema":  # (a schema failure was logged as the parse error)
+            L.emit("ERROR", lambda: {"event": "validation_failed", "trace_id": trace_id, "span_id": span_id,
+                                     "rule": rule, "source": source})
         rows.validations.append({"id": vid, "trace_id": trace_id, "span_id": span_id, "rule": _short(rule, 256),
                                  "passed": bool(passed), "source": source, "at": self._clock(t)})
         if detail is not None:
             self._content("val:" + vid, trace or self._traces.get(trace_id) or trace_id, {"detail": detail}, rows)
+
+    def _user_hash(self, trace: _Trace) -> str | None:
+        user = trace.attrs.get("user_id")
+        return None if user is None else hash_user_id(user, self._hash_key())
+
+    def _cost(self, row: dict) -> float | None:
+        if self.prices is None:
+            return None
+        try:
+            return self.prices.cost(model=row["model"], version=row["model_version"], provider=row["provider"],
+                                    input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
+                                    cached_tokens=row["input_cached_tokens"])
+        except Exception:
+            return None
 
     def _capped(self, value: Any) -> Any:
         text = dumps(value)
@@ -449,6 +477,10 @@ class Recorder:
                                   "body": body, "digest": None, "size": len(body), "created_at": now,
                                   "expires_at": expires})
         rows.pending_content = {}
+
+
+def _iso(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000 // 1000:06d}Z"
 
 
 def _capped_marker(text: str, cap: int) -> dict:

@@ -106,6 +106,7 @@ class Tracer:
                             on_problem=lambda where, exc: self._writer.problem(where, exc),
                             redaction_hash=s.redaction_hash)
         recorder.audit = s.audit
+        recorder.prices = self._prices
         return Writer(self._store, recorder, queue_size=s.queue_size, on_full=s.on_queue_full,
                       block_seconds=s.queue_block_seconds, batch_size=s.batch_size,
                       interval=s.flush_interval_seconds, retries=s.write_retries,
