@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from fakes import REFUND_JSON, ScriptedChatModel, answer, rag_chain, simple_chain
+from langchain_core.exceptions import OutputParserException
 from loguru import logger
 from test_langchain_errors import RateLimitError
 
@@ -57,7 +58,7 @@ def test_levels(sqlite_tracer, lines):
     h = handler(sqlite_tracer)
     model = ScriptedChatModel(script=[RateLimitError("429"), answer("fine", finish="length")])
     model.with_retry(stop_after_attempt=2, wait_exponential_jitter=False).invoke("hi", config={"callbacks": [h]})
-    with pytest.raises(Exception):
+    with pytest.raises(OutputParserException):
         rag_chain(ScriptedChatModel(script=[answer("not json")])).invoke("q", config={"callbacks": [h]})
     sqlite_tracer.record_validation(h.last_trace_id, rule="refund_limit", passed=False)
     sqlite_tracer.flush()
