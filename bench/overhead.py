@@ -12,6 +12,7 @@ every LLM call is in the database.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -55,7 +56,7 @@ def main() -> None:
     for name in args.workloads.split(","):
         run = BUILDERS[name]()
         url = f"sqlite:///{tmp}/{name}.db"
-        tracer = llmtrace.Tracer(url, capture=args.capture)
+        tracer = llmtrace.Tracer(url, capture=args.capture, **json.loads(os.environ.get("LLMTRACE_BENCH_SETTINGS", "{}")))
         handler = None
         if FRAMEWORK[name] == "langchain":
             from llmtrace_langchain import LLMTraceCallbackHandler
