@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
-PROJECTS = [ROOT / "pyproject.toml", ROOT / "integrations" / "langchain" / "pyproject.toml"]
+INTEGRATIONS = [ROOT / "integrations" / "langchain", ROOT / "integrations" / "llamaindex"]
+PROJECTS = [ROOT / "pyproject.toml", *(p / "pyproject.toml" for p in INTEGRATIONS)]
 
 
 def ensure_env() -> None:
@@ -31,9 +32,10 @@ def ensure_env() -> None:
     if not PY.exists():
         print(f"creating {VENV} ...", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    print("installing llmtrace, llmtrace-langchain and the test tools ...", flush=True)
+    print("installing llmtrace, its LangChain and LlamaIndex integrations and the test tools ...", flush=True)
+    editable = [arg for p in INTEGRATIONS for arg in ("-e", str(p))]
     subprocess.run([str(PY), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    "-e", f"{ROOT}[dev]", "-e", str(ROOT / "integrations" / "langchain")], check=True)
+                    "-e", f"{ROOT}[dev]", *editable], check=True)
     stamp.write_text(want)
 
 

@@ -11,6 +11,7 @@ of its own. ``convert(raw)`` runs later on the writer thread and returns plain f
     (RETRY, t_ns, span_id)
     (FEEDBACK | VALIDATION, t_ns, trace_id, fields)
     (BARRIER, threading.Event)
+    (ANNOTATE, t_ns, span_id, convert, raw)   convert(raw) -> {"kind", "start": {...}, "end": {...}}
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-START, END, ERROR, RETRY, FEEDBACK, VALIDATION, BARRIER = range(7)
+START, END, ERROR, RETRY, FEEDBACK, VALIDATION, BARRIER, ANNOTATE = range(8)
 
 SPAN_KINDS = ("chain", "llm", "tool", "retriever", "parser", "embedding", "agent", "rerank",
               "validation", "other")

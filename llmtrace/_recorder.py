@@ -8,6 +8,7 @@ tool-call id, and an LLM call learns its retrieval and tool time. Spans become r
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 import uuid
@@ -50,7 +51,7 @@ class Rows:
 
 class _Span:
     __slots__ = ("key", "span_id", "trace", "parent_key", "parent_id", "kind", "name", "t0", "start", "retries",
-                 "retry_base", "fallback_anchor", "is_root", "convert", "raw")
+                 "retry_base", "fallback_anchor", "is_root", "convert", "raw", "annot", "llm_children")
 
     def __init__(self, key, span_id, trace, parent_key, parent_id, kind, name, t0, convert, raw):
         self.key = key  # the framework's id object (a UUID): str() once, here, not per event
@@ -64,6 +65,8 @@ class _Span:
         self.convert = convert  # the start payload is converted when the span ends (once, off the hot path)
         self.raw = raw
         self.start: dict = {}
+        self.annot: dict | None = None  # what events said about this span (LlamaIndex: retrieval, llm, ...)
+        self.llm_children = 0  # LLM calls open directly under this span
         self.retries = 0
         self.retry_base = 0
         self.fallback_anchor = None
@@ -131,6 +134,16 @@ class Recorder:
             if span is not None:
                 self._load_start(span, span.raw)
                 self._end(t, key, {}, exc, extra, rows)
+        elif op == E.ANNOTATE:
+            span = self._open.get(ev[2])
+            if span is not None:
+                note = self._convert(ev[3], ev[4])
+                if note.get("kind"):
+                    span.kind = note["kind"]
+                if span.annot is None:
+                    span.annot = {"start": {}, "end": {}}
+                span.annot["start"].update(note.get("start") or {})
+                span.annot["end"].update(note.get("end") or {})
         elif op == E.RETRY:
             span = self._open.get(ev[2])
             if span is not None:
@@ -153,8 +166,14 @@ class Recorder:
         return len(stale)
 
     def _load_start(self, span: _Span, raw) -> None:
+        if span.convert is None and raw is None:
+            return  # loaded already
         span.start = self._convert(span.convert, raw)
         span.raw = span.convert = None
+        if span.start.get("kind"):
+            span.kind = span.start["kind"]
+        if span.annot:
+            span.start.update(span.annot["start"])
 
     def _convert(self, convert, raw) -> dict:
         if convert is None:
@@ -166,7 +185,7 @@ class Recorder:
             return {}
 
     def _start(self, t, key, parent_key, kind, name, root, convert, raw, metadata, tags=None) -> None:
-        span_id = str(key)
+        span_id = _sid(key)
         parent = self._open.get(parent_key) if parent_key is not None else None
         trace = parent.trace if parent is not None else None
         if trace is None and parent_key is not None:
@@ -176,7 +195,7 @@ class Recorder:
             trace = self._trace_for_root(span_id, root, metadata)
             trace.roots_open += 1
             parent_key = None
-        parent_id = None if parent_key is None else (parent.span_id if parent is not None else str(parent_key))
+        parent_id = None if parent_key is None else (parent.span_id if parent is not None else _sid(parent_key))
         span = _Span(key, span_id, trace, parent_key, parent_id, kind, name, t, convert, raw)
         span.is_root = is_root
         if tags:  # LangChain's RunnableRetry tags each attempt after the first "retry:attempt:N"
@@ -184,6 +203,16 @@ class Recorder:
                 if isinstance(tag, str) and tag.startswith("retry:attempt:") and tag[14:].isdigit():
                     span.retry_base = int(tag[14:]) - 1
         if parent is not None and kind == "llm":
+            anc = parent
+            while anc is not None:
+                if anc.llm_children:
+                    # a model call inside a model call (LlamaIndex's acomplete -> complete): the same
+                    # call, reported twice; the outer one is the call the app made
+                    span.kind = kind = "other"
+                    break
+                anc = self._open.get(anc.parent_key) if anc.parent_key is not None else None
+        if parent is not None and kind == "llm":
+            parent.llm_children += 1
             anc = parent
             while anc is not None:
                 if not span.retry_base and (anc.retries or anc.retry_base):
@@ -225,6 +254,8 @@ class Recorder:
         span_id = span.span_id
         trace = span.trace
         self._recent[key] = trace
+        if span.annot and span.annot["end"]:
+            out = {**out, **span.annot["end"]}
         if len(self._recent) > _RECENT_SPANS:
             self._recent.popitem(last=False)
         latency = (t - span.t0) / 1e6
@@ -236,6 +267,9 @@ class Recorder:
         content: dict[str, Any] = {}
         kind = span.kind
         if kind == "llm":
+            parent = self._open.get(span.parent_key) if span.parent_key is not None else None
+            if parent is not None and parent.llm_children:
+                parent.llm_children -= 1
             self._llm_end(span, t, latency, out, error, extra or {}, rows, content)
         else:
             inputs = span.start.get("inputs")
@@ -312,6 +346,8 @@ class Recorder:
             })
             pending = {"row_id": row_id, "name": req.get("name"), "matched": False}
             trace.requests[req.get("id") or row_id] = pending
+        if extra.get("streamed_text") is not None:  # what a stream delivered, even when it stopped early
+            out = {**out, "raw_completion": extra["streamed_text"]}
         for key in ("input_messages", "tools_offered", "raw_completion", "tool_requests", "generations"):
             value = start.get(key) if key in start else out.get(key)
             if value is not None:
@@ -332,6 +368,10 @@ class Recorder:
     def _tool_end(self, span: _Span, latency, status, rows: Rows) -> None:
         trace = span.trace
         call_id = span.start.get("tool_call_id")
+        parent = self._open.get(span.parent_key) if span.parent_key is not None else None
+        if call_id is None and parent is not None:  # a framework step that ran the tool may name the call
+            self._load_start(parent, parent.raw)
+            call_id = parent.start.get("tool_call_id")
         pending = trace.requests.get(call_id) if call_id else None
         if pending is None or pending["matched"]:
             # No provider id: join by order, to the first unmatched request for this tool.
@@ -477,6 +517,14 @@ class Recorder:
                                   "body": body, "digest": None, "size": len(body), "created_at": now,
                                   "expires_at": expires})
         rows.pending_content = {}
+
+
+def _sid(key: Any) -> str:
+    """A span id that fits the tables: the framework's id, or a readable prefix and a digest of it."""
+    text = str(key)
+    if len(text) <= 64:
+        return text
+    return text[:30] + "-" + hashlib.sha1(text.encode("utf-8", "backslashreplace")).hexdigest()[:33]
 
 
 def _iso(ns: int) -> str:

@@ -1,0 +1,163 @@
+"""LlamaIndex: query engines, chat, streaming, async, agents and errors, on real LlamaIndex classes
+with the mock LLMs and embeddings it ships, recorded through LLMTraceInstrumentor."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core.base.llms.types import ChatMessage, ToolCallBlock
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.llms import MockLLM
+from llama_index.core.llms.mock import MockFunctionCallingLLM
+from llama_index.core.tools import FunctionTool
+
+DOCS = [Document(text=f"Policy {i}: refunds within {10 + i} days.", id_=f"policy-{i}",
+                 metadata={"source": f"kb/policy-{i}.md"}) for i in range(6)]
+
+
+@pytest.fixture
+def inst(tracer):
+    from llmtrace_llamaindex import LLMTraceInstrumentor
+
+    Settings.llm = MockLLM(max_tokens=20)
+    Settings.embed_model = MockEmbedding(embed_dim=16)
+    i = LLMTraceInstrumentor(tracer).instrument()
+    yield i
+    i.uninstrument()
+
+
+@pytest.fixture(scope="module")
+def index():
+    Settings.embed_model = MockEmbedding(embed_dim=16)
+    return VectorStoreIndex.from_documents(DOCS)
+
+
+def test_query_engine(tracer, inst, index):
+    response = index.as_query_engine(similarity_top_k=2).query("What is the refund window?")
+    doc = tracer.get_trace(inst.last_trace_id).to_dict()
+    assert doc["name"] == "RetrieverQueryEngine.query" and doc["status"] == "ok"
+    [call] = doc["llm_calls"]
+    assert call["raw_completion"] == str(response) and call["status"] == "ok"
+    assert "What is the refund window?" in call["input_messages"][0]["content"]
+    assert call["provider"] == "mock" and call["tokens"]["input"] is None
+    sources = {n.node.ref_doc_id for n in response.source_nodes}
+    assert {r["source_id"] for r in call["retrieved"]} == sources and len(call["retrieved"]) == 2
+    assert all(isinstance(r["score"], float) and r["content"].startswith("Policy") for r in call["retrieved"])
+    assert call["latency_ms"]["retrieval"] > 0 and call["latency_ms"]["ttft"] is None
+    kinds = {s["kind"] for s in doc["spans"]}
+    assert {"chain", "retriever", "embedding", "llm"} <= kinds
+    predict = next(s for s in doc["spans"] if s["name"].endswith(".predict"))
+    assert "Context information is below" in predict["inputs"]["template"]
+    assert "Policy" in predict["inputs"]["template_args"]["context_str"]  # (query_str is a partial)
+
+
+def test_async_queries_keep_their_traces_apart(tracer, inst, index):
+    engine = index.as_query_engine(similarity_top_k=1)
+
+    async def one(i):
+        with tracer.trace(trace_id=f"li-{i}-{id(engine)}", user_id=f"user-{i}") as t:
+            await engine.aquery(f"question number {i}?")
+        return t.trace_id, i
+
+    async def main():
+        return await asyncio.gather(*(one(i) for i in range(8)))
+
+    for trace_id, i in asyncio.run(main()):
+        doc = tracer.get_trace(trace_id).to_dict()
+        [call] = doc["llm_calls"]
+        assert f"question number {i}?" in call["input_messages"][0]["content"]
+        assert len([s for s in doc["spans"] if s["parent_id"] is None]) == 1
+
+
+def test_streaming_query_engine_ttft_and_full_text(tracer, inst, index):
+    response = index.as_query_engine(streaming=True, similarity_top_k=1).query("stream it?")
+    text = "".join(response.response_gen)
+    call = tracer.get_trace(inst.last_trace_id).to_dict()["llm_calls"][0]
+    assert call["raw_completion"] == text and call["status"] == "ok"
+    assert call["latency_ms"]["ttft"] is not None and call["streamed"] is True
+
+
+def test_stream_closed_early_is_closed_and_marked_cancelled(tracer, inst):
+    llm = MockLLM(max_tokens=50)
+    stream = llm.stream_complete("tell me everything")
+    next(stream)
+    stream.close()
+    doc = tracer.get_trace(inst.last_trace_id).to_dict()
+    [call] = doc["llm_calls"]
+    assert call["status"] == "error" and call["error"]["type"] == "cancelled"
+    assert call["latency_ms"]["ttft"] is not None
+    assert tracer.health()["open_spans"] == 0
+
+
+def test_chat_and_stream_chat(tracer, inst):
+    llm = MockLLM(max_tokens=5)
+    with tracer.trace(name="chat") as t:
+        llm.chat([ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="hi")])
+        "".join(r.delta for r in llm.stream_chat([ChatMessage(role="user", content="again")]))
+    doc = tracer.get_trace(t.trace_id).to_dict()
+    first, second = doc["llm_calls"]
+    assert first["system_prompt"] == "Be brief." and [m["role"] for m in first["input_messages"]] == ["system", "user"]
+    assert first["raw_completion"] and second["streamed"] is True and second["raw_completion"]
+
+
+def test_llm_error_is_classified(tracer, inst):
+    class Overloaded(MockLLM):
+        def complete(self, prompt, formatted=False, **kwargs):
+            raise RuntimeError("503 Service Unavailable: model overloaded")
+
+    llm = Overloaded()
+    with pytest.raises(RuntimeError):
+        llm.predict(__import__("llama_index.core.prompts", fromlist=["PromptTemplate"]).PromptTemplate("q {x}"), x=1)
+    doc = tracer.get_trace(inst.last_trace_id).to_dict()
+    assert doc["status"] == "error"
+    spans = [s for s in doc["spans"] if s["status"] == "error"]
+    assert spans and spans[-1]["error"]["type"] == "server_error"
+
+
+def test_function_agent_tool_calls(tracer, inst):
+    from llama_index.core.agent.workflow import FunctionAgent
+
+    def lookup_order(order_id: str) -> str:
+        """Look up an order."""
+        return f"order {order_id}: delivered"
+
+    def respond(messages, **kwargs):
+        if not any(m.role.value == "tool" for m in messages):
+            return ChatMessage(role="assistant", blocks=[
+                ToolCallBlock(tool_call_id="call_7", tool_name="lookup_order", tool_kwargs={"order_id": "A-1"})])
+        return ChatMessage(role="assistant", content="Order A-1 was delivered.")
+
+    agent = FunctionAgent(tools=[FunctionTool.from_defaults(lookup_order)],
+                          llm=MockFunctionCallingLLM(response_generator=respond), system_prompt="You help.")
+
+    async def main():
+        return await agent.run("where is A-1?")
+
+    result = asyncio.run(main())
+    assert "delivered" in str(result)
+    doc = tracer.get_trace(inst.last_trace_id).to_dict()
+    first, second = doc["llm_calls"]
+    assert first["tools_offered"][0]["name"] == "lookup_order"
+    [tc] = first["tool_calls"]
+    assert (tc["id"], tc["name"], tc["args"], tc["status"]) == ("call_7", "lookup_order", {"order_id": "A-1"}, "ok")
+    assert tc["result"] == "order A-1: delivered"
+    assert second["raw_completion"] == "Order A-1 was delivered."
+    assert second["latency_ms"]["tools"] == pytest.approx(tc["latency_ms"])
+
+
+def test_instrument_is_idempotent_and_uninstrument_removes_exactly_it(tracer):
+    from llama_index.core.instrumentation import get_dispatcher
+    from llmtrace_llamaindex import LLMTraceInstrumentor
+
+    d = get_dispatcher()
+    before = (list(d.span_handlers), list(d.event_handlers))
+    i = LLMTraceInstrumentor(tracer)
+    i.instrument()
+    i.instrument()
+    assert len(d.span_handlers) == len(before[0]) + 1 and len(d.event_handlers) == len(before[1]) + 1
+    i.uninstrument()
+    assert (d.span_handlers, d.event_handlers) == before
+    MockLLM(max_tokens=3).complete("not recorded")
+    assert i.last_trace_id is None
