@@ -117,10 +117,50 @@ def llm_end(response: Any) -> dict[str, Any]:
             "finish_reason": finish, "raw_completion": text, "tool_requests": requests or None, "n_generations": 1}
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def value(v: Any, depth: int = 0) -> Any:
+    """A readable, bounded view of what LlamaIndex passes between steps.
+
+    Queries and messages keep their text; nodes keep their ids and scores (their text is on the
+    retriever span); embedding vectors keep their size; models, prompts and other components keep
+    their class name. Walking LlamaIndex objects in full would cost more than the query.
+    """
+    if type(v) in _SCALARS:
+        return v
+    if depth > 4:
+        return f"<{type(v).__name__}>"
+    if isinstance(v, (list, tuple)):
+        if len(v) > 32 and all(type(x) is float for x in v[:8]):
+            return f"<vector of {len(v)} floats>"
+        return [value(x, depth + 1) for x in v[:100]]
+    if isinstance(v, dict):
+        return {str(k): value(x, depth + 1) for k, x in list(v.items())[:100]}
+    name = type(v).__name__
+    if name == "QueryBundle":
+        return {"query_str": v.query_str}
+    if name == "NodeWithScore":
+        node = v.node
+        return {"node_id": node.node_id, "source_id": node.ref_doc_id, "score": v.score}
+    if hasattr(v, "node_id") and hasattr(v, "get_content"):
+        return {"node_id": v.node_id, "source_id": getattr(v, "ref_doc_id", None)}
+    if name == "ChatMessage":
+        return message(v)
+    if name in ("CompletionResponse", "ChatResponse"):
+        return getattr(v, "text", None) or str(v)
+    if name.endswith(("Event", "ToolCall", "ToolCallResult")) and hasattr(v, "model_dump"):
+        try:
+            return value(v.model_dump(), depth + 1)
+        except Exception:
+            return f"<{name}>"
+    return f"<{name}>"
+
+
 def span_inputs(bound_args: Any) -> dict[str, Any]:
     args = dict(getattr(bound_args, "arguments", None) or {})
     args.pop("self", None)
-    out: dict[str, Any] = {"inputs": to_jsonable(args)}
+    out: dict[str, Any] = {"inputs": value(args)}
     ev = args.get("ev")
     if ev is not None and type(ev).__name__ == "ToolCall":  # an agent step that runs one tool call
         out["tool_call_id"] = getattr(ev, "tool_id", None)
@@ -150,7 +190,7 @@ def outputs(result: Any) -> dict[str, Any]:
                             "source_nodes": [getattr(n, "node_id", None) for n in getattr(result, "source_nodes", []) or []]}}
     if hasattr(result, "__aiter__") or hasattr(result, "__next__"):
         return {"outputs": f"<{name}>"}  # a stream: its text is the LLM call's raw completion
-    return {"outputs": to_jsonable(result)}
+    return {"outputs": value(result)}
 
 
 def nodes(nodes_with_score: list) -> list[dict[str, Any]]:
