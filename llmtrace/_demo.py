@@ -209,6 +209,20 @@ def run_demo(url: str | None = None, *, show: bool = True, export_path: str | No
     if show:
         out("")
         out(tracer.get_trace(shown).render())
+    li_ids: list[str] = []
+    try:
+        import llmtrace_llamaindex  # noqa: F401 - the LlamaIndex half runs when its integration is installed
+    except ImportError:
+        out("(install llmtrace-llamaindex to record the LlamaIndex half of the demo too)")
+    else:
+        from llmtrace._demo_llamaindex import run as run_llamaindex
+
+        out("")
+        li_ids = run_llamaindex(tracer, POLICIES, out)
+        tracer.flush()
+        if show:
+            out("")
+            out(tracer.get_trace(li_ids[0]).render())
     exported = None
     if export_path:
         exported = tracer.export_eval_set(export_path, feature="refunds")
@@ -217,4 +231,4 @@ def run_demo(url: str | None = None, *, show: bool = True, export_path: str | No
     out("")
     out(f"next: llmtrace show {traces[2][0]} --json   |   llmtrace ls")
     tracer.close()
-    return {"traces": traces, "shown": shown, "exported": exported}
+    return {"traces": traces, "shown": shown, "exported": exported, "llamaindex": li_ids}

@@ -81,7 +81,9 @@ def _call_lines(c: dict[str, Any]) -> list[str]:
         if isinstance(m, dict) and m.get("role") != "system":
             out.append(f"{m.get('role')}: {_short(m.get('content') or m.get('tool_calls'))}")
     if c["retrieved"]:
-        out.append("retrieved: " + ", ".join(f"{r['source_id']}({r['score']})" for r in c["retrieved"][:6]))
+        out.append("retrieved: " + ", ".join(
+            f"{r['source_id']}({r['score']:.3g})" if isinstance(r["score"], (int, float)) else f"{r['source_id']}"
+            for r in c["retrieved"][:6]))
     for tc in c["tool_calls"]:
         out.append(f"tool call {tc['name']}({_short(tc['args'], 50)}) → {_short(tc['result'], 50)} "
                    f"[{tc['status']}, {_ms(tc['latency_ms'])}]")

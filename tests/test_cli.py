@@ -22,6 +22,7 @@ def test_demo_show_ls_export(tmp_path):
     assert "recorded 5 conversations" in demo.stdout
     assert "• retriever PolicyRetriever" in demo.stdout and "tool call lookup_order" in demo.stdout
     assert "restocking_fee_applied FAILED" in demo.stdout and "feedback: accepted" in demo.stdout
+    assert "recorded 3 LlamaIndex policy questions" in demo.stdout and "• retriever VectorIndexRetriever" in demo.stdout
     trace_ids = [line.split()[0] for line in demo.stdout.splitlines()[1:6]]
     rows = [json.loads(line) for line in export.read_text().splitlines()]
     assert sorted(r["label"] for r in rows) == ["corrected", "negative", "negative", "positive"]  # rated: no label
