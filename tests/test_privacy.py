@@ -199,3 +199,45 @@ def test_user_regex_processor(sqlite_url):
                                                                      config={"callbacks": [h]})
         call = tracer.get_trace(h.last_trace_id).to_dict()["llm_calls"][0]
     assert call["input_messages"][-1]["content"] == "where is [ORDER]?"
+
+
+def run_llamaindex_app(tracer) -> str:
+    from llama_index.core import Document, Settings, VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+    from llama_index.core.llms import MockLLM
+    from llmtrace_llamaindex import LLMTraceInstrumentor
+
+    Settings.embed_model = MockEmbedding(embed_dim=8)
+    docs = [Document(text="Patient chart: " + secret_text("EMAIL", "PHONE", "SSN", "IBAN", "OPENAI"), id_="chart-1"),
+            Document(text="Billing: " + secret_text("CARD", "AWS", "JWT", "IPV4"), id_="bill-1")]
+    index = VectorStoreIndex.from_documents(docs)
+    inst = LLMTraceInstrumentor(tracer).instrument()
+    try:
+        # MockLLM without max_tokens echoes its prompt: the completion carries every value too
+        index.as_query_engine(llm=MockLLM(), similarity_top_k=2).query(
+            "Dosing question for " + CORPUS["EMAIL"] + " " + secret_text("BEARER", "GITHUB"))
+    finally:
+        inst.uninstrument()
+    tracer.flush()
+    return inst.last_trace_id
+
+
+def test_llamaindex_app_stores_no_raw_pii_or_secret(db_url):
+    with llmtrace.Tracer(db_url) as tracer:
+        tid = run_llamaindex_app(tracer)
+        doc = tracer.get_trace(tid).to_dict()
+        stored = stored_text(tracer, db_url)
+    for name, value in CORPUS.items():
+        if name in ("EMAIL", "PHONE", "SSN", "IBAN", "OPENAI", "CARD", "AWS", "JWT", "IPV4", "BEARER", "GITHUB"):
+            assert value not in stored, f"raw {name} reached the database"
+    call = doc["llm_calls"][0]
+    assert "[EMAIL]" in call["raw_completion"] and "[SSN]" in call["raw_completion"]
+    assert any("[CARD]" in (r["content"] or "") for r in call["retrieved"])
+
+
+def test_llamaindex_metadata_mode_stores_no_content(sqlite_url):
+    with llmtrace.Tracer(sqlite_url, capture="metadata") as tracer:
+        run_llamaindex_app(tracer)
+        stored = stored_text(tracer, sqlite_url)
+    for word in ("Patient chart", "Billing", "Dosing question"):
+        assert word not in stored
