@@ -161,3 +161,82 @@ def test_instrument_is_idempotent_and_uninstrument_removes_exactly_it(tracer):
     assert (d.span_handlers, d.event_handlers) == before
     MockLLM(max_tokens=3).complete("not recorded")
     assert i.last_trace_id is None
+
+
+def test_chat_engine(tracer, inst, index):
+    engine = index.as_chat_engine(chat_mode="context", llm=MockLLM(max_tokens=8))
+    engine.chat("What is the refund window?")
+    engine.chat("And for electronics?")
+    doc = tracer.get_trace(inst.last_trace_id).to_dict()
+    [call] = doc["llm_calls"]
+    contents = [m["content"] for m in call["input_messages"]]
+    assert any("What is the refund window?" in (c or "") for c in contents)  # history is in the snapshot
+    assert "And for electronics?" in contents[-1]  # (a completion model sees the chat as one prompt)
+    assert call["retrieved"] and call["raw_completion"]
+
+
+def test_structured_predict_parsed_and_validation_failure(tracer, inst):
+    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+    from llama_index.core.llms.callbacks import llm_completion_callback
+    from llama_index.core.prompts import PromptTemplate
+    from pydantic import BaseModel
+
+    class Refund(BaseModel):
+        eligible: bool
+        days_left: int
+
+    class JsonLLM(CustomLLM):
+        answer: str = ""
+
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="json-mock")
+
+        @llm_completion_callback()
+        def complete(self, prompt, formatted=False, **kwargs):
+            return CompletionResponse(text=self.answer)
+
+        @llm_completion_callback()
+        def stream_complete(self, prompt, formatted=False, **kwargs):
+            yield CompletionResponse(text=self.answer, delta=self.answer)
+
+    prompt = PromptTemplate("Is order {order} refundable?")
+    out = JsonLLM(answer='{"eligible": true, "days_left": 12}').structured_predict(Refund, prompt, order="A-1")
+    assert out == Refund(eligible=True, days_left=12)
+    [call] = tracer.get_trace(inst.last_trace_id).to_dict()["llm_calls"]
+    assert call["parsed"] == {"eligible": True, "days_left": 12}
+    assert [(v["rule"], v["passed"]) for v in call["validations"]] == [("schema", True)]
+
+    with pytest.raises(Exception) as info:
+        JsonLLM(answer='{"eligible": "maybe"}').structured_predict(Refund, prompt, order="A-2")
+    assert "ValidationError" in type(info.value).__name__ or "validation" in str(info.value).lower()
+    doc = tracer.get_trace(inst.last_trace_id).to_dict()
+    [call] = doc["llm_calls"]
+    assert call["raw_completion"] == '{"eligible": "maybe"}' and call["parsed"] is None
+    assert call["parse_error"] and call["validations"][0]["passed"] is False
+    assert doc["status"] == "error"
+
+
+def test_rerank_is_a_span_with_its_nodes(tracer, inst, index):
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
+
+    dispatcher = get_dispatcher(__name__)
+
+    class ReverseRerank(BaseNodePostprocessor):
+        """Reranks like real rerankers report it: ReRankStart / ReRankEnd events inside the span."""
+
+        def _postprocess_nodes(self, nodes, query_bundle=None):
+            dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=1, model_name="reverse"))
+            ranked = list(reversed(nodes))[:1]
+            dispatcher.event(ReRankEndEvent(nodes=ranked))
+            return ranked
+
+    engine = index.as_query_engine(similarity_top_k=3, node_postprocessors=[ReverseRerank()])
+    response = engine.query("refund?")
+    doc = tracer.get_trace(inst.last_trace_id).to_dict()
+    rerank = [s for s in doc["spans"] if s["kind"] == "rerank"]
+    assert len(rerank) == 1
+    assert [n["source_id"] for n in rerank[0]["outputs"]] == [response.source_nodes[0].node.ref_doc_id]
+    assert len(doc["llm_calls"][0]["retrieved"]) == 3  # what the retriever returned, before reranking
