@@ -1,4 +1,4 @@
-"""What never reaches disk: secrets in invocation params, raw user ids.
+"""What never reaches disk: secret-named values, raw user ids (the detectors are in ``_redact``).
 
 The redaction processor chain over content fields plugs in here (``Processor``: a plain callable
 ``fields -> fields`` run on the writer thread; one that raises fails closed).
@@ -19,24 +19,11 @@ _SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|passwd|authorizati
                          re.IGNORECASE)
 # Token *counts* are not secrets.
 _NOT_SECRET = re.compile(r"(max|num|n)_?tokens?$|tokens?_(count|limit)$|^logit_bias$|_tokens$", re.IGNORECASE)
-REMOVED = "[SECRET]"
 
 
 @functools.lru_cache(maxsize=4096)  # keys repeat endlessly ("role", "content", "type", ...)
 def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key)) and not _NOT_SECRET.search(key)
-
-
-def scrub_secrets(value: Any, _depth: int = 0) -> Any:
-    """Copy of a params-like structure with secret-named keys' values replaced."""
-    if _depth > 20:
-        return value
-    if isinstance(value, dict):
-        return {k: (REMOVED if isinstance(k, str) and is_secret_key(k) and v is not None
-                    else scrub_secrets(v, _depth + 1)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub_secrets(v, _depth + 1) for v in value]
-    return value
 
 
 def hash_user_id(user_id: Any, key: str) -> str:

@@ -20,7 +20,7 @@ from llmtrace import _events as E
 from llmtrace import _logs as L
 from llmtrace._audit import CONTENT, content_digest
 from llmtrace._classify import describe, is_parse_failure
-from llmtrace._privacy import Processor, hash_user_id, run_processors, scrub_secrets
+from llmtrace._privacy import Processor, hash_user_id, run_processors
 from llmtrace._redact import Redactor
 from llmtrace._serialize import digest, dumps, to_jsonable
 
@@ -318,7 +318,7 @@ class Recorder:
             "span_id": span.span_id, "trace_id": trace.trace_id, "started_at": self._clock(span.t0),
             "model": _short(model, 128), "model_version": _short(out.get("model_version"), 128),
             "provider": _short(start.get("provider") or out.get("provider"), 64),
-            "params": dumps(self._scrub(trace, scrub_secrets(to_jsonable(start.get("params")))))
+            "params": dumps(self._scrub(trace, to_jsonable(start.get("params"))))
             if start.get("params") is not None else None,
             "input_tokens": tokens.get("input"), "output_tokens": tokens.get("output"),
             "total_tokens": tokens.get("total"), "input_cached_tokens": tokens.get("input_cached"),

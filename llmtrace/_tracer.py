@@ -9,7 +9,6 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable
 from numbers import Real
 from typing import Any
 
@@ -298,5 +297,3 @@ def _reinit_after_fork() -> None:
 atexit.register(_drain_all)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reinit_after_fork)
-
-Callback = Callable[..., None]
