@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add("export", "Export feedback-labelled LLM calls as an eval set.", cmd_export)
     p.add_argument("-o", "--output", required=True, help="file to write")
-    p.add_argument("--format", default="jsonl", help="jsonl")
+    p.add_argument("--format", default="jsonl", choices=["jsonl", "openai", "dataset"],
+                   help="jsonl (whole rows), openai (chat messages + the reference answer), dataset (inputs / expected_output)")
     p.add_argument("--label", action="append", choices=["positive", "negative", "corrected"],
                    help="only these labels (repeatable)")
     p.add_argument("--feature")

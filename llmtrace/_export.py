@@ -21,7 +21,7 @@ from llmtrace._read import load_trace
 from llmtrace._store import Store
 
 LABELS = {"accepted": "positive", "edited": "corrected", "retried": "negative", "abandoned": "negative"}
-FORMATS = ("jsonl",)
+FORMATS = ("jsonl", "openai", "dataset")
 
 
 def export_eval_set(store: Store, path: str | Path, *, format: str = "jsonl", labels: tuple[str, ...] | None = None,
@@ -63,9 +63,27 @@ def export_eval_set(store: Store, path: str | Path, *, format: str = "jsonl", la
                 if row is None or row["input_hash"] in seen:
                     continue
                 seen.add(row["input_hash"])
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.write(json.dumps(_shape(row, format), ensure_ascii=False) + "\n")
                 written += 1
     return written
+
+
+def _shape(row: dict[str, Any], format: str) -> dict[str, Any]:
+    """jsonl: the whole row; openai: a chat fine-tuning / eval line; dataset: inputs + expected_output."""
+    if format == "openai":
+        answer = row["reference"] if row["reference"] is not None else row["output"]
+        messages = [{k: m[k] for k in ("role", "content", "tool_calls", "tool_call_id", "name") if m.get(k) is not None}
+                    for m in row["inputs"]["messages"] if isinstance(m, dict)]
+        out: dict[str, Any] = {"messages": [*messages, {"role": "assistant", "content": answer}],
+                               "metadata": {"trace_id": row["trace_id"], "label": row["label"]}}
+        if row["inputs"]["tools"]:
+            out["tools"] = [{"type": "function", "function": t} for t in row["inputs"]["tools"]]
+        return out
+    if format == "dataset":  # LangSmith / Langfuse dataset items
+        return {"inputs": row["inputs"], "expected_output": row["reference"],
+                "metadata": {"trace_id": row["trace_id"], "span_id": row["span_id"], "label": row["label"],
+                             "output": row["output"], "model": row["model"], "prompt_version": row["prompt_version"]}}
+    return row
 
 
 def _row(doc: dict[str, Any], call: dict[str, Any], label: str) -> dict[str, Any] | None:

@@ -1,0 +1,67 @@
+"""Eval-set export: labels from the user's action, every format read back row by row."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fakes import ScriptedChatModel, answer, simple_chain
+
+import llmtrace
+
+
+@pytest.fixture
+def recorded(sqlite_tracer):
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    h = LLMTraceCallbackHandler(sqlite_tracer)
+    ids = {}
+    for action, question in (("accepted", "q1"), ("edited", "q2"), ("abandoned", "q3"), ("retried", "q1"),
+                             ("rated", "q4")):
+        simple_chain(ScriptedChatModel(script=[answer(f"answer to {question}")])).invoke(
+            {"question": question}, config={"callbacks": [h], "metadata": {"llmtrace_feature": "refunds"}})
+        ids[action] = h.last_trace_id
+        if action == "edited":
+            sqlite_tracer.record_feedback(h.last_trace_id, "edited", correction="the better answer")
+        elif action == "rated":
+            sqlite_tracer.record_feedback(h.last_trace_id, "rated", score=5)
+        else:
+            sqlite_tracer.record_feedback(h.last_trace_id, action)
+    return ids
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_jsonl_labels_dedupe_and_provenance(sqlite_tracer, recorded, tmp_path):
+    n = sqlite_tracer.export_eval_set(tmp_path / "e.jsonl")
+    rows = read(tmp_path / "e.jsonl")
+    assert n == len(rows) == 3  # q1 twice (accepted, retried): one row per input
+    by_trace = {r["trace_id"]: r for r in rows}
+    assert by_trace[recorded["accepted"]]["label"] == "positive"
+    assert by_trace[recorded["accepted"]]["reference"] == "answer to q1"
+    assert by_trace[recorded["edited"]]["label"] == "corrected"
+    assert by_trace[recorded["edited"]]["reference"] == "the better answer"
+    assert by_trace[recorded["abandoned"]]["label"] == "negative" and by_trace[recorded["abandoned"]]["reference"] is None
+    assert recorded["rated"] not in by_trace
+    assert all(r["feature"] == "refunds" and r["inputs"]["messages"][-1]["role"] == "user" for r in rows)
+
+
+def test_openai_and_dataset_formats(sqlite_tracer, recorded, tmp_path):
+    sqlite_tracer.export_eval_set(tmp_path / "o.jsonl", format="openai", labels=("corrected",))
+    [row] = read(tmp_path / "o.jsonl")
+    assert row["messages"][-1] == {"role": "assistant", "content": "the better answer"}
+    assert row["messages"][-2] == {"role": "user", "content": "q2"}
+    assert row["metadata"] == {"trace_id": recorded["edited"], "label": "corrected"}
+    sqlite_tracer.export_eval_set(tmp_path / "d.jsonl", format="dataset", labels=("positive", "negative"))
+    rows = read(tmp_path / "d.jsonl")
+    assert sorted(r["metadata"]["label"] for r in rows) == ["negative", "positive"]
+    assert all(set(r) == {"inputs", "expected_output", "metadata"} for r in rows)
+
+
+def test_bad_format_or_label(sqlite_tracer, tmp_path):
+    with pytest.raises(llmtrace.ConfigError, match="format"):
+        sqlite_tracer.export_eval_set(tmp_path / "x", format="parquet")
+    with pytest.raises(llmtrace.ConfigError, match="label"):
+        sqlite_tracer.export_eval_set(tmp_path / "x", labels=("great",))
