@@ -16,6 +16,7 @@ from llmtrace._errors import (
 )
 from llmtrace._logs import add_json_sink
 from llmtrace._read import Trace
+from llmtrace._redact import PresidioRedactor, Redactor, regex_processor
 from llmtrace._tracer import FEEDBACK_ACTIONS, Tracer, TraceScope, default_tracer
 
 __version__ = "0.1.0"
@@ -25,6 +26,8 @@ _logger.disable("llmtrace")
 
 __all__ = [
     "FEEDBACK_ACTIONS",
+    "PresidioRedactor",
+    "Redactor",
     "ConfigError",
     "InvalidFeedback",
     "LLMTraceError",
@@ -35,4 +38,5 @@ __all__ = [
     "TraceScope",
     "Tracer",
     "default_tracer",
+    "regex_processor",
 ]

@@ -310,3 +310,60 @@ def as_processor(item: Any) -> Callable[[dict], dict]:
     from llmtrace._errors import ConfigError
 
     raise ConfigError(f"a processor is a callable fields -> fields, a regex, or (regex, placeholder); not {item!r}")
+
+
+class PresidioRedactor:
+    """Microsoft Presidio as a processor, for what patterns cannot find: names, addresses, ...
+
+    ``PresidioRedactor()`` builds Presidio's default ``AnalyzerEngine`` (it needs a spaCy model,
+    e.g. ``python -m spacy download en_core_web_lg``); pass your own ``analyzer`` to choose the
+    model and recognizers. Detected spans become ``[ENTITY_TYPE]``. Install with
+    ``pip install 'llmtrace[presidio]'``. Like every processor it fails closed.
+    """
+
+    def __init__(self, analyzer: Any = None, *, entities: list[str] | None = None, language: str = "en",
+                 score_threshold: float = 0.5) -> None:
+        if analyzer is None:
+            try:
+                from presidio_analyzer import AnalyzerEngine
+            except ImportError:
+                from llmtrace._errors import ConfigError
+
+                raise ConfigError("PresidioRedactor needs Presidio: pip install 'llmtrace[presidio]' and a spaCy "
+                                  "model (python -m spacy download en_core_web_lg)") from None
+            analyzer = AnalyzerEngine()
+        self.analyzer = analyzer
+        self.entities = entities
+        self.language = language
+        self.threshold = score_threshold
+        self._cache: dict[str, str] = {}
+
+    def text(self, text: str) -> str:
+        found = self._cache.get(text)
+        if found is not None:
+            return found
+        if type(text) is not str:  # a str subclass (LangChain's TextAccessor): spaCy wants exactly str
+            text = str.__str__(text)
+        results = self.analyzer.analyze(text=text, language=self.language, entities=self.entities,
+                                        score_threshold=self.threshold)
+        out = text
+        for r in sorted(results, key=lambda r: r.start, reverse=True):  # right to left keeps offsets valid
+            out = out[:r.start] + f"[{r.entity_type}]" + out[r.end:]
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[text] = out
+        return out
+
+    def value(self, value: Any, _depth: int = 0) -> Any:
+        if isinstance(value, str):
+            return self.text(value) if value.strip() else value
+        if _depth > 40:
+            return value
+        if isinstance(value, dict):
+            return {k: self.value(v, _depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.value(v, _depth + 1) for v in value]
+        return value
+
+    def __call__(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return {k: self.value(v) for k, v in fields.items()}

@@ -241,3 +241,40 @@ def test_llamaindex_metadata_mode_stores_no_content(sqlite_url):
         stored = stored_text(tracer, sqlite_url)
     for word in ("Patient chart", "Billing", "Dosing question"):
         assert word not in stored
+
+
+def presidio_analyzer():
+    """Presidio with a blank spaCy pipeline and a deny-list recognizer: real Presidio, no model download."""
+    import spacy
+    from presidio_analyzer import AnalyzerEngine, PatternRecognizer
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+
+    class BlankSpacy(SpacyNlpEngine):
+        def __init__(self):
+            super().__init__(models=[{"lang_code": "en", "model_name": "blank"}])
+            self.nlp = {"en": spacy.blank("en")}
+
+        def load(self):
+            pass
+
+    analyzer = AnalyzerEngine(nlp_engine=BlankSpacy(), supported_languages=["en"])
+    analyzer.registry.add_recognizer(PatternRecognizer(supported_entity="PERSON", deny_list=["Jane Doe", "Omar Haddad"]))
+    analyzer.registry.add_recognizer(PatternRecognizer(
+        supported_entity="LOCATION", patterns=[__import__("presidio_analyzer").Pattern("street", r"\d+[A-Z]? \w+ Street", 0.9)]))
+    return analyzer
+
+
+def test_presidio_processor_for_names_and_addresses(sqlite_url):
+    from fakes import simple_chain
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    presidio = llmtrace.PresidioRedactor(presidio_analyzer(), entities=["PERSON", "LOCATION"])
+    with llmtrace.Tracer(sqlite_url, processors=[presidio]) as tracer:
+        h = LLMTraceCallbackHandler(tracer)
+        simple_chain(ScriptedChatModel(script=[answer("Noted, Jane Doe.")])).invoke(
+            {"question": "I am Jane Doe, 221B Baker Street, mail jane@x.io"}, config={"callbacks": [h]})
+        call = tracer.get_trace(h.last_trace_id).to_dict()["llm_calls"][0]
+        stored = stored_text(tracer, sqlite_url)
+    assert call["input_messages"][-1]["content"] == "I am [PERSON], [LOCATION], mail [EMAIL]"
+    assert call["raw_completion"] == "Noted, [PERSON]."
+    assert "Jane Doe" not in stored and "Baker Street" not in stored

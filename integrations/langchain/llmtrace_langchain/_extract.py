@@ -187,6 +187,8 @@ def tokens(msg: Any, llm_output: dict | None) -> dict[str, int | None]:
 def _text(gen: Any) -> Any:
     msg = getattr(gen, "message", None)
     text = getattr(gen, "text", None)
+    if isinstance(text, str) and type(text) is not str:
+        text = str.__str__(text)  # LangChain's TextAccessor: store a plain string
     if msg is not None and (not text or not isinstance(msg.content, str)):
         return to_jsonable(msg.content)
     return text
