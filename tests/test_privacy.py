@@ -4,6 +4,7 @@ then a scan of the SQLite file's bytes (main file and WAL) or every server row, 
 from __future__ import annotations
 
 import io
+import json
 import pathlib
 
 import pytest
@@ -278,3 +279,70 @@ def test_presidio_processor_for_names_and_addresses(sqlite_url):
     assert call["input_messages"][-1]["content"] == "I am [PERSON], [LOCATION], mail [EMAIL]"
     assert call["raw_completion"] == "Noted, [PERSON]."
     assert "Jane Doe" not in stored and "Baker Street" not in stored
+
+
+def test_bad_input_never_breaks_recording(sqlite_url):
+    import math
+
+    from langchain_core.runnables import RunnableLambda
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    cyclic: dict = {"name": "loop"}
+    cyclic["self"] = cyclic
+    deep: list = []
+    node = deep
+    for _ in range(200):
+        node.append([])
+        node = node[0]
+
+    class Opaque:
+        def __repr__(self):
+            raise RuntimeError("no repr for you")
+
+    huge = "x" * 3_000_000
+    weird = {"cyclic": cyclic, "bytes": b"\x00\xff binary", "nan": math.nan, "inf": -math.inf, "deep": deep,
+             "surrogate": "lone \ud800 surrogate", "opaque": Opaque(), "set": {1, 2}, "huge": huge}
+    with llmtrace.Tracer(sqlite_url, max_field_chars=100_000) as tracer:
+        h = LLMTraceCallbackHandler(tracer)
+        out = RunnableLambda(lambda x: len(x["huge"]), name="weird_step").invoke(weird, config={"callbacks": [h]})
+        assert out == 3_000_000
+        doc = tracer.get_trace(h.last_trace_id).to_dict()
+        health = tracer.health()
+    assert health["failed"] == 0 and health["processing_errors"] == 0
+    [span] = doc["spans"]
+    capped = span["inputs"]
+    assert capped["__capped__"] is True and capped["length"] > 3_000_000 and len(capped["sha256"]) == 64
+    assert span["outputs"] == 3_000_000
+
+
+def test_bad_input_fields_are_readable_when_small(sqlite_tracer):
+    import math
+
+    from langchain_core.runnables import RunnableLambda
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    cyclic: dict = {"name": "loop"}
+    cyclic["self"] = cyclic
+    h = LLMTraceCallbackHandler(sqlite_tracer)
+    RunnableLambda(lambda x: "ok", name="step").invoke(
+        {"cyclic": cyclic, "bytes": b"\x00\xff", "nan": math.nan, "surrogate": "a\ud800b"}, config={"callbacks": [h]})
+    inputs = sqlite_tracer.get_trace(h.last_trace_id).to_dict()["spans"][0]["inputs"]
+    assert '"<cycle>"' in json.dumps(inputs["cyclic"])  # marked, bounded, never a RecursionError
+    assert inputs["bytes"]["__bytes__"] == 2 and inputs["nan"] == "nan"
+    assert inputs["surrogate"].startswith("a") and inputs["surrogate"].endswith("b")
+
+
+def test_trace_scope_capture_mode(sqlite_tracer):
+    from fakes import simple_chain
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    h = LLMTraceCallbackHandler(sqlite_tracer)
+    with sqlite_tracer.trace(capture="metadata") as t:
+        simple_chain(ScriptedChatModel(script=[answer("secret answer")])).invoke({"question": "q"}, config={"callbacks": [h]})
+    with sqlite_tracer.trace(capture="full") as full:
+        simple_chain(ScriptedChatModel(script=[answer("mail a@b.io")])).invoke({"question": "q"}, config={"callbacks": [h]})
+    meta_doc = sqlite_tracer.get_trace(t.trace_id).to_dict()
+    assert meta_doc["capture"] == "metadata" and meta_doc["llm_calls"][0]["raw_completion"] is None
+    assert sqlite_tracer.get_trace(full.trace_id).to_dict()["llm_calls"][0]["raw_completion"] == "mail a@b.io"
+    with pytest.raises(llmtrace.ConfigError):
+        sqlite_tracer.trace(capture="everything")
