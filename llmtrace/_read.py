@@ -52,6 +52,11 @@ class Trace:
     def __str__(self) -> str:
         return self.render()
 
+    def _repr_html_(self) -> str:  # Jupyter's rich display
+        from llmtrace._html import render_html
+
+        return render_html(self._doc)
+
     def __repr__(self) -> str:
         d = self._doc
         return f"<Trace {d['trace_id']} {d.get('name')!r} {d.get('status')} {len(d['llm_calls'])} LLM call(s)>"
