@@ -32,6 +32,10 @@ def _text(value: Any, limit: int = 4000) -> str:
     return f"<pre>{escape(text)}</pre>"
 
 
+def _usd(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:.6f}"
+
+
 def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f} ms"
 
@@ -71,7 +75,7 @@ def _call(c: dict[str, Any]) -> str:
     head = (f"<b>{escape(str(c['model']))}</b> → {escape(str(c['model_version'] or '?'))} "
             f"({escape(str(c['provider'] or '?'))}) · tokens {t['input']}/{t['output']} · total {_ms(lat['total'])} · "
             f"ttft {_ms(lat['ttft'])} · retrieval {_ms(lat['retrieval'])} · tools {_ms(lat['tools'])} · "
-            f"cost {'$%.6f' % c['cost_usd'] if c['cost_usd'] is not None else 'unknown'} · "
+            f"cost {_usd(c['cost_usd'])} · "
             f"<span class=\"{'ok' if c['status'] == 'ok' else 'bad'}\">{escape(c['status'] or '')}</span>")
     parts = [f'<div class="call"><div>{head}</div>']
     if c.get("content_missing"):
@@ -119,7 +123,7 @@ def render_html(doc: dict[str, Any]) -> str:
     t = doc["totals"]
     meta = " · ".join(f"{k} {escape(str(doc[k]))}" for k in ("feature", "user_id", "session_id", "prompt_version")
                       if doc.get(k))
-    cost = f"${t['cost_usd']:.6f}" if t["cost_usd"] is not None else "unknown"
+    cost = _usd(t["cost_usd"])
     parts = [_STYLE, '<div class="llmt">',
              f"<h3>{escape(str(doc.get('name')))} <span class=\"{'ok' if doc['status'] == 'ok' else 'bad'}\">"
              f"{escape(str(doc['status']))}</span></h3>",
