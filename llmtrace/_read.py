@@ -52,6 +52,21 @@ class Trace:
     def __str__(self) -> str:
         return self.render()
 
+    def replay(self, llm: Any, call: int | str = -1, tracer: Any = None):
+        """Re-run an LLM call (the last by default, or an index / span id) with its recorded input
+        snapshot against ``llm`` (a LangChain chat model or a LlamaIndex LLM). Returns a ``Replay``
+        with the recorded and new completions side by side; pass ``tracer`` to record the replay as
+        a trace of its own whose metadata points back to this one."""
+        from llmtrace._replay import replay
+
+        return replay(self._doc, llm, call, tracer)
+
+    def reparse(self, parser: Any, call: int | str = -1):
+        """Run ``parser`` (a LangChain parser, or any callable) over a call's recorded raw completion."""
+        from llmtrace._replay import reparse
+
+        return reparse(self._doc, parser, call)
+
     def _repr_html_(self) -> str:  # Jupyter's rich display
         from llmtrace._html import render_html
 
