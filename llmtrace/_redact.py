@@ -242,13 +242,16 @@ class Redactor:
                 continue
             while a > pos and (text[a - 1] in "+(" or (text[a - 1].isupper() and a - 1 >= m.start() - 2)):
                 a -= 1  # take in '+', '(' and an IBAN's two country letters
-            run = text[a:b]
+            # one character of context on each side, so the detectors' boundary checks see the real
+            # neighbours (digits glued to letters are part of an identifier: a UUID, a hash)
+            lo, hi = max(a - 1, pos), min(b + 1, len(text))
+            run = text[lo:hi]
             for det in NUMERIC_DETECTORS:
                 if det.precheck(run):
                     run = det.pattern.sub(lambda mm, d=det: self._replace(mm, d), run)
-            parts.append(text[pos:a])
+            parts.append(text[pos:lo])
             parts.append(run)
-            pos = b
+            pos = hi
         if not parts:
             return text
         parts.append(text[pos:])

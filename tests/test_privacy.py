@@ -64,6 +64,8 @@ def test_each_detector(text, placeholder):
 
 
 @pytest.mark.parametrize("text", ["delivered 2026-11-10, total 49.00 EUR", "version 1.2.3 at 12:30:45",
+                                  "trace 01a20274-f5e7-76d3-9385-30860b60449f", "run 9c1e5a2b-3407-4d6e-8a91-0b2c3d4e5f60",
+                                  "commit 3f2a9c1b0d7e4567 and sha256 4b227777d4dd1fc61c6f884f48641d02b4d121d3",
                                   "order A-1001 of 3 items", "card 1234 5678 9012 3456 fails Luhn"])
 def test_no_false_positives_on_ordinary_text(text):
     assert Redactor().text(text) == text
