@@ -65,7 +65,7 @@ def cmd_export(args) -> int:
     try:
         labels = tuple(args.label) if args.label else None
         n = tracer.export_eval_set(args.output, format=args.format, labels=labels, feature=args.feature,
-                                   model=args.model, prompt_version=args.prompt_version)
+                                   model=args.model, prompt_version=args.prompt_version, validation=args.validation)
     finally:
         tracer.close()
     print(f"exported {n} row(s) to {args.output}")
@@ -141,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add("export", "Export feedback-labelled LLM calls as an eval set.", cmd_export)
     p.add_argument("-o", "--output", required=True, help="file to write")
-    p.add_argument("--format", default="jsonl", choices=["jsonl", "openai", "dataset"],
-                   help="jsonl (whole rows), openai (chat messages + the reference answer), dataset (inputs / expected_output)")
+    p.add_argument("--format", default="jsonl", choices=["jsonl", "openai", "dataset", "parquet"],
+                   help="jsonl (whole rows), openai (chat messages + the reference answer), dataset (inputs / "
+                        "expected_output), parquet")
+    p.add_argument("--validation", choices=["passed", "failed"], help="only calls whose validations all passed / one failed")
     p.add_argument("--label", action="append", choices=["positive", "negative", "corrected"],
                    help="only these labels (repeatable)")
     p.add_argument("--feature")

@@ -21,19 +21,20 @@ from llmtrace._read import load_trace
 from llmtrace._store import Store
 
 LABELS = {"accepted": "positive", "edited": "corrected", "retried": "negative", "abandoned": "negative"}
-FORMATS = ("jsonl", "openai", "dataset")
+FORMATS = ("jsonl", "openai", "dataset", "parquet")
 
 
-def export_eval_set(store: Store, path: str | Path, *, format: str = "jsonl", labels: tuple[str, ...] | None = None,
-                    feature: str | None = None, model: str | None = None, prompt_version: str | None = None,
-                    since: datetime | None = None, until: datetime | None = None, last_call_only: bool = True,
-                    prices: Any = None) -> int:
-    if format not in FORMATS:
-        raise ConfigError(f"export format {format!r} is not available; use one of {FORMATS}")
+def eval_rows(store: Store, *, labels: tuple[str, ...] | None = None, feature: str | None = None,
+              model: str | None = None, prompt_version: str | None = None, since: datetime | None = None,
+              until: datetime | None = None, validation: str | None = None, last_call_only: bool = True,
+              prices: Any = None) -> list[dict[str, Any]]:
+    """The feedback-labelled rows, deduplicated by input, oldest action first."""
     wanted = set(labels) if labels else {"positive", "negative", "corrected"}
     unknown = wanted - set(LABELS.values())
     if unknown:
         raise ConfigError(f"unknown label(s) {sorted(unknown)}; labels are positive, negative, corrected")
+    if validation not in (None, "passed", "failed"):
+        raise ConfigError(f"validation is 'passed', 'failed' or None, not {validation!r}")
     store.ensure_schema()
     t, f = S.traces, S.feedback
     stmt = (sa.select(f.c.trace_id, f.c.action, f.c.at).join(t, t.c.trace_id == f.c.trace_id)
@@ -48,24 +49,66 @@ def export_eval_set(store: Store, path: str | Path, *, format: str = "jsonl", la
     with store.engine.connect() as conn:
         latest = {row.trace_id: row.action for row in conn.execute(stmt)}  # the user's last word counts
     seen: set[str] = set()
-    written = 0
+    out: list[dict[str, Any]] = []
+    for trace_id, action in latest.items():
+        label = LABELS[action]
+        if label not in wanted:
+            continue
+        doc = load_trace(store, trace_id, prices).to_dict()
+        calls = [c for c in doc["llm_calls"] if c["status"] == "ok" and (model is None or c["model"] == model)]
+        for call in calls[-1:] if last_call_only else calls:
+            row = _row(doc, call, label)
+            if row is None or row["input_hash"] in seen:
+                continue
+            checks = [v["passed"] for v in call["validations"] + doc["validations"]]
+            if validation == "failed" and all(checks):
+                continue
+            if validation == "passed" and not all(checks):
+                continue
+            seen.add(row["input_hash"])
+            out.append(row)
+    return out
+
+
+def export_eval_set(store: Store, path: str | Path, *, format: str = "jsonl", **filters: Any) -> int:
+    if format not in FORMATS:
+        raise ConfigError(f"export format {format!r} is not available; use one of {FORMATS}")
+    rows = eval_rows(store, **filters)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if format == "parquet":
+        to_dataframe(rows).to_parquet(out, index=False)
+        return len(rows)
     with out.open("w", encoding="utf-8") as fh:
-        for trace_id, action in latest.items():
-            label = LABELS[action]
-            if label not in wanted:
-                continue
-            doc = load_trace(store, trace_id, prices).to_dict()
-            calls = [c for c in doc["llm_calls"] if c["status"] == "ok" and (model is None or c["model"] == model)]
-            for call in calls[-1:] if last_call_only else calls:
-                row = _row(doc, call, label)
-                if row is None or row["input_hash"] in seen:
-                    continue
-                seen.add(row["input_hash"])
-                fh.write(json.dumps(_shape(row, format), ensure_ascii=False) + "\n")
-                written += 1
-    return written
+        for row in rows:
+            fh.write(json.dumps(_shape(row, format), ensure_ascii=False) + "\n")
+    return len(rows)
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    """One table row: nested inputs and outputs as JSON text, so every engine reads them."""
+    return {k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
+
+
+def to_dataframe(rows: list[dict[str, Any]]):
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ConfigError("DataFrames and Parquet need pandas and pyarrow: pip install 'llmtrace[eval]'") from None
+    return pd.DataFrame([_flat(r) for r in rows], columns=list(_COLUMNS))
+
+
+def to_hf_dataset(rows: list[dict[str, Any]]):
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError("a Hugging Face Dataset needs the datasets package: pip install 'llmtrace[hf]'") from None
+    return datasets.Dataset.from_list([_flat(r) for r in rows]) if rows else datasets.Dataset.from_dict(
+        {c: [] for c in _COLUMNS})
+
+
+_COLUMNS = ("trace_id", "span_id", "label", "input_hash", "inputs", "output", "parsed", "reference", "validations",
+            "feature", "model", "model_version", "prompt_version", "feedback")
 
 
 def _shape(row: dict[str, Any], format: str) -> dict[str, Any]:

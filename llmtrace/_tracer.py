@@ -192,13 +192,28 @@ class Tracer:
     def export_eval_set(self, path: str, *, format: str = "jsonl", **filters: Any) -> int:
         """Write feedback-labelled examples to ``path``; returns the number of rows.
 
-        Filters: ``labels`` (positive / negative / corrected), ``feature``, ``model``,
-        ``prompt_version``, ``since``, ``until``, ``last_call_only``.
+        Formats: ``jsonl``, ``openai``, ``dataset``, ``parquet``. Filters: ``labels`` (positive /
+        negative / corrected), ``feature``, ``model``, ``prompt_version``, ``since``, ``until``,
+        ``validation`` ("passed" / "failed"), ``last_call_only``.
         """
         from llmtrace._export import export_eval_set
 
         self.flush(timeout=10)
         return export_eval_set(self._store, path, format=format, prices=self._prices, **filters)
+
+    def eval_dataframe(self, **filters: Any):
+        """The same rows as a pandas DataFrame (``pip install 'llmtrace[eval]'``)."""
+        from llmtrace._export import eval_rows, to_dataframe
+
+        self.flush(timeout=10)
+        return to_dataframe(eval_rows(self._store, prices=self._prices, **filters))
+
+    def eval_dataset(self, **filters: Any):
+        """The same rows as a Hugging Face ``datasets.Dataset`` (``pip install 'llmtrace[hf]'``)."""
+        from llmtrace._export import eval_rows, to_hf_dataset
+
+        self.flush(timeout=10)
+        return to_hf_dataset(eval_rows(self._store, prices=self._prices, **filters))
 
     def purge(self, *, older_than: Any = None, dry_run: bool = False, batch_size: int = 1000) -> dict[str, int]:
         """Delete content past its expiry (or older than ``older_than``: '7d', '12h', days); metadata stays.

@@ -62,6 +62,38 @@ def test_openai_and_dataset_formats(sqlite_tracer, recorded, tmp_path):
 
 def test_bad_format_or_label(sqlite_tracer, tmp_path):
     with pytest.raises(llmtrace.ConfigError, match="format"):
-        sqlite_tracer.export_eval_set(tmp_path / "x", format="parquet")
+        sqlite_tracer.export_eval_set(tmp_path / "x", format="xml")
     with pytest.raises(llmtrace.ConfigError, match="label"):
         sqlite_tracer.export_eval_set(tmp_path / "x", labels=("great",))
+
+
+def test_parquet_dataframe_and_hf_dataset_read_back(sqlite_tracer, recorded, tmp_path):
+    import pandas as pd
+
+    expected = read_rows(sqlite_tracer, tmp_path)
+    n = sqlite_tracer.export_eval_set(tmp_path / "e.parquet", format="parquet")
+    frame = pd.read_parquet(tmp_path / "e.parquet")
+    assert n == len(frame) == len(expected)
+    for (_, got), want in zip(frame.iterrows(), expected, strict=True):
+        reference = None if pd.isna(got["reference"]) else got["reference"]
+        assert (got["trace_id"], got["label"], reference, got["output"]) == (
+            want["trace_id"], want["label"], want["reference"], want["output"])
+        assert json.loads(got["inputs"]) == want["inputs"]
+    df = sqlite_tracer.eval_dataframe(labels=("corrected",))
+    assert list(df["reference"]) == ["the better answer"]
+    ds = sqlite_tracer.eval_dataset()
+    assert len(ds) == len(expected) and ds[0]["trace_id"] == expected[0]["trace_id"]
+    assert json.loads(ds[0]["inputs"]) == expected[0]["inputs"]
+
+
+def read_rows(tracer, tmp_path):
+    tracer.export_eval_set(tmp_path / "all.jsonl")
+    return read(tmp_path / "all.jsonl")
+
+
+def test_validation_filter(sqlite_tracer, recorded, tmp_path):
+    sqlite_tracer.record_validation(recorded["edited"], rule="tone", passed=False)
+    sqlite_tracer.export_eval_set(tmp_path / "failed.jsonl", validation="failed")
+    assert [r["trace_id"] for r in read(tmp_path / "failed.jsonl")] == [recorded["edited"]]
+    sqlite_tracer.export_eval_set(tmp_path / "passed.jsonl", validation="passed")
+    assert recorded["edited"] not in {r["trace_id"] for r in read(tmp_path / "passed.jsonl")}
