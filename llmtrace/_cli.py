@@ -65,7 +65,8 @@ def cmd_export(args) -> int:
     try:
         labels = tuple(args.label) if args.label else None
         n = tracer.export_eval_set(args.output, format=args.format, labels=labels, feature=args.feature,
-                                   model=args.model, prompt_version=args.prompt_version, validation=args.validation)
+                                   model=args.model, prompt_version=args.prompt_version, validation=args.validation,
+                                   actions=tuple(args.action) if args.action else None)
     finally:
         tracer.close()
     print(f"exported {n} row(s) to {args.output}")
@@ -145,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="jsonl (whole rows), openai (chat messages + the reference answer), dataset (inputs / "
                         "expected_output), parquet")
     p.add_argument("--validation", choices=["passed", "failed"], help="only calls whose validations all passed / one failed")
+    p.add_argument("--action", action="append", choices=["accepted", "edited", "retried", "abandoned"],
+                   help="only traces whose user's last action is this (repeatable)")
     p.add_argument("--label", action="append", choices=["positive", "negative", "corrected"],
                    help="only these labels (repeatable)")
     p.add_argument("--feature")

@@ -24,7 +24,8 @@ LABELS = {"accepted": "positive", "edited": "corrected", "retried": "negative", 
 FORMATS = ("jsonl", "openai", "dataset", "parquet")
 
 
-def eval_rows(store: Store, *, labels: tuple[str, ...] | None = None, feature: str | None = None,
+def eval_rows(store: Store, *, labels: tuple[str, ...] | None = None, actions: tuple[str, ...] | None = None,
+              feature: str | None = None,
               model: str | None = None, prompt_version: str | None = None, since: datetime | None = None,
               until: datetime | None = None, validation: str | None = None, last_call_only: bool = True,
               prices: Any = None) -> list[dict[str, Any]]:
@@ -33,6 +34,8 @@ def eval_rows(store: Store, *, labels: tuple[str, ...] | None = None, feature: s
     unknown = wanted - set(LABELS.values())
     if unknown:
         raise ConfigError(f"unknown label(s) {sorted(unknown)}; labels are positive, negative, corrected")
+    if actions is not None and not set(actions) <= set(LABELS):
+        raise ConfigError(f"actions are some of {sorted(LABELS)}; got {sorted(actions)}")
     if validation not in (None, "passed", "failed"):
         raise ConfigError(f"validation is 'passed', 'failed' or None, not {validation!r}")
     store.ensure_schema()
@@ -52,7 +55,7 @@ def eval_rows(store: Store, *, labels: tuple[str, ...] | None = None, feature: s
     out: list[dict[str, Any]] = []
     for trace_id, action in latest.items():
         label = LABELS[action]
-        if label not in wanted:
+        if label not in wanted or (actions is not None and action not in actions):
             continue
         doc = load_trace(store, trace_id, prices).to_dict()
         calls = [c for c in doc["llm_calls"] if c["status"] == "ok" and (model is None or c["model"] == model)]

@@ -85,7 +85,7 @@ def replay(doc: dict[str, Any], llm: Any, call: int | str = -1, tracer: Any = No
     out = Replay(recorded=c["raw_completion"], new=None, same=False, model=type(llm).__name__, warnings=_warnings(c))
     try:
         if module.startswith("llama_index"):
-            out.new = _llamaindex(llm, c)
+            out.new, out.trace_id = _llamaindex(llm, c, tracer, doc["trace_id"])
         else:
             out.new, out.new_tool_calls, out.trace_id = _langchain(llm, c, params, tracer, doc["trace_id"])
     except Exception as exc:  # the model failed: that is a result, not a crash
@@ -130,13 +130,27 @@ def _langchain(llm: Any, c: dict[str, Any], params: dict, tracer: Any, original:
     return result.content, calls, trace_id
 
 
-def _llamaindex(llm: Any, c: dict[str, Any]) -> Any:
+def _llamaindex(llm: Any, c: dict[str, Any], tracer: Any, original: str) -> tuple[Any, str | None]:
     from llama_index.core.llms import ChatMessage
 
     messages = [ChatMessage(role=m.get("role") or "user", content=m.get("content") or "") for m in c["input_messages"]]
-    if len(messages) == 1 and messages[0].role.value == "user" and not getattr(llm.metadata, "is_chat_model", True):
-        return llm.complete(messages[0].content).text  # a completion model saw one prompt
-    return llm.chat(messages).message.content
+
+    def call() -> Any:
+        if len(messages) == 1 and messages[0].role.value == "user" and not getattr(llm.metadata, "is_chat_model", True):
+            return llm.complete(messages[0].content).text  # a completion model saw one prompt
+        return llm.chat(messages).message.content
+
+    if tracer is None:
+        return call(), None
+    from llmtrace_llamaindex import LLMTraceInstrumentor
+
+    instrumentor = LLMTraceInstrumentor(tracer).instrument()
+    try:
+        with tracer.trace(name="replay", metadata={"replay_of": original, "replay_of_span": c["span_id"]}) as t:
+            text = call()
+    finally:
+        instrumentor.uninstrument()
+    return text, t.trace_id
 
 
 def reparse(doc: dict[str, Any], parser: Any, call: int | str = -1) -> Reparse:

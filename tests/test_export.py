@@ -97,3 +97,10 @@ def test_validation_filter(sqlite_tracer, recorded, tmp_path):
     assert [r["trace_id"] for r in read(tmp_path / "failed.jsonl")] == [recorded["edited"]]
     sqlite_tracer.export_eval_set(tmp_path / "passed.jsonl", validation="passed")
     assert recorded["edited"] not in {r["trace_id"] for r in read(tmp_path / "passed.jsonl")}
+
+
+def test_action_filter(sqlite_tracer, recorded, tmp_path):
+    sqlite_tracer.export_eval_set(tmp_path / "a.jsonl", actions=("abandoned",))
+    assert [r["trace_id"] for r in read(tmp_path / "a.jsonl")] == [recorded["abandoned"]]
+    with pytest.raises(llmtrace.ConfigError, match="actions"):
+        sqlite_tracer.export_eval_set(tmp_path / "x", actions=("liked",))

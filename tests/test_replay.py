@@ -102,5 +102,8 @@ def test_replay_a_llamaindex_llm(sqlite_tracer):
         MockLLM(max_tokens=3).complete("hello there")
     finally:
         inst.uninstrument()
-    result = sqlite_tracer.get_trace(inst.last_trace_id).replay(MockLLM(max_tokens=3))
+    original = inst.last_trace_id
+    result = sqlite_tracer.get_trace(original).replay(MockLLM(max_tokens=3), tracer=sqlite_tracer)
     assert result.same and result.new == "text text text"
+    linked = sqlite_tracer.get_trace(result.trace_id).to_dict()
+    assert linked["metadata"]["replay_of"] == original and linked["llm_calls"][0]["raw_completion"] == "text text text"
