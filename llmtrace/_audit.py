@@ -12,7 +12,6 @@ chain entry is reported, the first one first.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from llmtrace import _schema as S
-from llmtrace._serialize import dumps, loads
+from llmtrace._serialize import digest, dumps, loads
 from llmtrace._store import Store, utcnow
 
 GENESIS = "0" * 64
@@ -36,14 +35,7 @@ TABLES = {t.name: t for t in (S.traces, S.spans, S.llm_calls, S.tool_calls, S.ch
 CONTENT = "content"
 
 
-def sha256_text(text: str) -> str:
-    # fed in pieces under 2 KB: hashlib releases the GIL for larger buffers, and taking it back
-    # preempts the application's thread
-    h = hashlib.sha256()
-    data = text.encode("utf-8", "backslashreplace")
-    for i in range(0, len(data), 2047):
-        h.update(data[i:i + 2047])
-    return h.hexdigest()
+sha256_text = digest  # one hasher for the project: see _serialize.digest
 
 
 def _norm(value: Any) -> Any:

@@ -34,7 +34,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent
 from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from llama_index.core.tools.types import BaseTool
-from pydantic import PrivateAttr
+from pydantic import BaseModel, PrivateAttr
 
 from llmtrace import Tracer, default_tracer
 from llmtrace._events import ANNOTATE, END, ERROR, START, TraceContext, current_trace
@@ -43,13 +43,17 @@ from llmtrace_llamaindex import _extract as X
 _now = time.perf_counter_ns
 
 
-class _Spans(BaseSpanHandler):
+class _Owned(BaseModel):
+    """Both handlers hand everything to the instrumentor that owns them."""
+
     _owner: Any = PrivateAttr()
 
     def __init__(self, owner: LLMTraceInstrumentor) -> None:
         super().__init__()
         self._owner = owner
 
+
+class _Spans(_Owned, BaseSpanHandler):
     @classmethod
     def class_name(cls) -> str:
         return "LLMTraceSpanHandler"
@@ -82,13 +86,7 @@ class _Spans(BaseSpanHandler):
         return None
 
 
-class _Events(BaseEventHandler):
-    _owner: Any = PrivateAttr()
-
-    def __init__(self, owner: LLMTraceInstrumentor) -> None:
-        super().__init__()
-        self._owner = owner
-
+class _Events(_Owned, BaseEventHandler):
     @classmethod
     def class_name(cls) -> str:
         return "LLMTraceEventHandler"
