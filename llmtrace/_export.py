@@ -94,11 +94,15 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_dataframe(rows: list[dict[str, Any]]):
+    return dataframe([_flat(r) for r in rows], columns=list(_COLUMNS))
+
+
+def dataframe(rows: list[dict[str, Any]], columns: list[str] | None = None):
     try:
         import pandas as pd
     except ImportError:
         raise ConfigError("DataFrames and Parquet need pandas and pyarrow: pip install 'llmtrace[eval]'") from None
-    return pd.DataFrame([_flat(r) for r in rows], columns=list(_COLUMNS))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def to_hf_dataset(rows: list[dict[str, Any]]):

@@ -32,6 +32,11 @@ def hash_user_id(user_id: Any, key: str) -> str:
     return "u_" + mac.hexdigest()[:24]
 
 
+def is_user_hash(value: str) -> bool:
+    """Whether ``value`` is already a stored user hash (``u_`` + 24 hex digits), not a raw id."""
+    return len(value) == 26 and value.startswith("u_") and all(c in "0123456789abcdef" for c in value[2:])
+
+
 def run_processors(fields: dict[str, Any], processors: list[Processor],
                    on_failure: Callable[[Exception], None]) -> dict[str, Any]:
     for proc in processors:

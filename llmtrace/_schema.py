@@ -14,7 +14,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _Time = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
@@ -77,7 +77,7 @@ class LLMCallRow(_Base, table=True):
     __tablename__ = "llmtrace_llm_calls"
     span_id: str = _id(64, primary_key=True)
     trace_id: str = _id(128, index=True)
-    started_at: datetime | None = _col(_Time)
+    started_at: datetime | None = _col(_Time, index=True)  # stats and alerts read by time (v4)
     model: str | None = _id(128)
     model_version: str | None = _id(128)
     provider: str | None = _id(64)

@@ -64,9 +64,7 @@ def _migration_2(conn: sa.Connection) -> None:
     if "content_purged_at" not in {c["name"] for c in inspector.get_columns("llmtrace_traces")}:
         col_type = S.traces.c.content_purged_at.type.compile(dialect=conn.dialect)
         conn.execute(sa.text(f"ALTER TABLE llmtrace_traces ADD COLUMN content_purged_at {col_type}"))
-    if "ix_llmtrace_contents_expires_at" not in {i["name"] for i in inspector.get_indexes("llmtrace_contents")}:
-        # the table's own Index object: a new sa.Index(...) would attach a second one to the table
-        next(i for i in S.contents.indexes if i.name == "ix_llmtrace_contents_expires_at").create(conn)
+    _create_index(conn, S.contents, "ix_llmtrace_contents_expires_at")
 
 
 def _migration_3(conn: sa.Connection) -> None:
@@ -79,12 +77,24 @@ def _migration_3(conn: sa.Connection) -> None:
                     conn.execute(sa.text(f"ALTER TABLE {table.name} MODIFY {col.name} DOUBLE NULL"))
 
 
+def _migration_4(conn: sa.Connection) -> None:
+    """Stats and alerts read LLM calls by time: an index on their start."""
+    _create_index(conn, S.llm_calls, "ix_llmtrace_llm_calls_started_at")
+
+
+def _create_index(conn: sa.Connection, table: sa.Table, name: str) -> None:
+    if name not in {i["name"] for i in sa.inspect(conn).get_indexes(table.name)}:
+        # the table's own Index object: a new sa.Index(...) would attach a second one to the table
+        next(i for i in table.indexes if i.name == name).create(conn)
+
+
 # Numbered migrations; a new schema change appends (version, name, function) here. A blank
 # database gets today's tables from migration 1, so every later step checks before it changes.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial tables", _migration_1),
     (2, "content retention", _migration_2),
     (3, "audit chain", _migration_3),
+    (4, "index llm calls by time", _migration_4),
 ]
 assert MIGRATIONS[-1][0] == S.SCHEMA_VERSION
 
