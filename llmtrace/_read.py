@@ -284,15 +284,3 @@ def _tree_order(spans: list[dict]) -> list[dict]:
         out.append(s)
         stack.extend(reversed(children.get(s["span_id"], [])))
     return out
-
-
-def list_traces(store: Store, limit: int = 20) -> list[dict[str, Any]]:
-    store.ensure_schema()
-    t = S.traces
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(t).order_by(t.c.started_at.desc()).limit(limit)).all()
-        ids = [r.trace_id for r in rows]
-        calls = dict(conn.execute(sa.select(S.llm_calls.c.trace_id, sa.func.count())
-                                  .where(S.llm_calls.c.trace_id.in_(ids)).group_by(S.llm_calls.c.trace_id)).all())
-    return [{"trace_id": r.trace_id, "name": r.name, "started_at": iso(r.started_at), "latency_ms": r.latency_ms,
-             "status": r.status, "feature": r.feature, "llm_calls": calls.get(r.trace_id, 0)} for r in rows]
