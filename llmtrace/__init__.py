@@ -7,6 +7,7 @@
 
 from loguru import logger as _logger
 
+from llmtrace._alerts import Alert, AlertRules
 from llmtrace._errors import (
     ConfigError,
     InvalidFeedback,
@@ -25,6 +26,8 @@ __version__ = "0.1.0"
 _logger.disable("llmtrace")
 
 __all__ = [
+    "Alert",
+    "AlertRules",
     "FEEDBACK_ACTIONS",
     "PresidioRedactor",
     "Redactor",

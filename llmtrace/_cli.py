@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from llmtrace._config import DEFAULT_URL
 from llmtrace._errors import LLMTraceError
+from llmtrace._output import add_output_flags, col, emit, ms, pct, usd
 
 
 def _db_default() -> str:
@@ -40,24 +41,73 @@ def cmd_show(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from llmtrace._read import list_traces
-
     tracer = _tracer(args)
     try:
-        rows = list_traces(tracer._store, args.limit)
+        rows = tracer.find_traces(
+            limit=args.limit, since=args.since, until=args.until, feature=args.feature, team=args.team, model=args.model,
+            prompt_version=args.prompt_version, user=args.user, status=args.status, error_type=args.error_type,
+            validation_failed=args.validation_failed, action=args.action, min_cost=args.min_cost,
+            min_latency_ms=args.min_latency, chunk_source=args.chunk, text=args.search)
     finally:
         tracer.close()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        print(f"no traces in {args.db}")
-        return 0
-    for r in rows:
-        latency = f"{r['latency_ms']:.0f} ms" if r["latency_ms"] is not None else "–"
-        print(f"{r['started_at']}  {r['trace_id']}  {r['status'] or 'open':<5} {latency:>8}  "
-              f"{r['llm_calls']} call(s)  {r['feature'] or ''}  {r['name'] or ''}")
+    columns = [
+        col("started (UTC)", lambda r: (r["started_at"] or "")[:19].replace("T", " "), left=True),
+        col("trace id", "trace_id", left=True), col("status", "status", left=True),
+        col("ms", lambda r: ms(r["latency_ms"])), col("calls", "llm_calls"),
+        col("tokens in/out", lambda r: f"{r['input_tokens'] or 0}/{r['output_tokens'] or 0}"
+            if r["input_tokens"] is not None or r["output_tokens"] is not None else None),
+        col("cost", lambda r: usd(r["cost_usd"])), col("feature", "feature", left=True),
+        col("models", lambda r: ", ".join(r["models"]), left=True),
+        col("errors", lambda r: ", ".join(r["errors"]), left=True), col("user action", "action", left=True),
+        col("name", "name", left=True),
+    ]
+    emit(args, rows, columns, f"{len(rows)} trace(s), newest first", f"no matching traces in {args.db}")
     return 0
+
+
+def cmd_stats(args) -> int:
+    from llmtrace._stats import parse_by
+
+    dims = parse_by(args.by)
+    tracer = _tracer(args)
+    try:
+        rows = tracer.stats(dims, since=args.since, until=args.until, feature=args.feature, model=args.model,
+                            team=args.team, prompt_version=args.prompt_version, user=args.user)
+    finally:
+        tracer.close()
+    columns = [col(d, d.replace("-", "_"), left=True) for d in dims] + [
+        col("calls", "calls"),
+        col("in tok/call", "avg_input_tokens"), col("out tok/call", "avg_output_tokens"),
+        col("cost", lambda r: usd(r["cost_usd"]) if not r["unpriced_calls"] or r["cost_usd"] is None
+            else f"{usd(r['cost_usd'])}+?"),
+        col("p50 ms", lambda r: ms(r["latency_p50_ms"])), col("p95 ms", lambda r: ms(r["latency_p95_ms"])),
+        col("p99 ms", lambda r: ms(r["latency_p99_ms"])), col("ttft p95", lambda r: ms(r["ttft_p95_ms"])),
+        col("errors", lambda r: pct(r["error_rate"])),
+        col("by type", lambda r: ", ".join(f"{k} {v}" for k, v in list(r["errors_by_type"].items())[:3]), left=True),
+        col("parse ✗", lambda r: pct(r["parse_failure_rate"])), col("valid ✗", lambda r: pct(r["validation_failure_rate"])),
+        col("acc/edit/retry/aband", lambda r: "/".join(str(r[f"feedback_{a}"]) for a in
+                                                       ("accepted", "edited", "retried", "abandoned"))),
+    ]
+    window = f" since {args.since}" if args.since else ""
+    emit(args, rows, columns, f"LLM calls by {', '.join(dims) or 'all'}{window}", f"no LLM calls{window} in {args.db}")
+    return 0
+
+
+def cmd_alerts(args) -> int:
+    from llmtrace import AlertRules
+
+    rules = AlertRules(rules=tuple(args.rule)) if args.rule else None
+    tracer = _tracer(args)
+    try:
+        alerts = tracer.alerts(since=args.since, until=args.until, rules=rules, feature=args.feature, model=args.model)
+    finally:
+        tracer.close()
+    rows = [a.to_dict() for a in alerts]
+    columns = [col("at (UTC)", lambda r: r["at"][:19].replace("T", " "), left=True), col("rule", "rule", left=True),
+               col("feature", "feature", left=True), col("trace id", "trace_id", left=True),
+               col("what", "message", left=True)]
+    emit(args, rows, columns, f"{len(rows)} alert(s) since {args.since}", f"no alerts since {args.since} in {args.db}")
+    return 1 if rows and args.exit_code else 0
 
 
 def cmd_export(args) -> int:
@@ -137,9 +187,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("show", "Show one trace as a tree, or as the SIGNALS.md document with --json.", cmd_show)
     p.add_argument("trace_id")
     p.add_argument("--json", action="store_true", help="print the trace document as JSON")
-    p = add("ls", "List the most recent traces.", cmd_ls)
+    p = add("ls", "Find traces, newest first: every filter given must match.", cmd_ls)
     p.add_argument("--limit", type=int, default=20, help="how many traces (default 20)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--since", help="started since: 7d, 12h, 30m, or a date/time (2026-11-01)")
+    p.add_argument("--until", help="started before this (same forms as --since)")
+    p.add_argument("--feature")
+    p.add_argument("--team")
+    p.add_argument("--model", help="a call used this model (name or exact version)")
+    p.add_argument("--prompt-version")
+    p.add_argument("--user", help="a user id (hashed like the stored one) or a stored hash u_...")
+    p.add_argument("--status", choices=["ok", "error", "open"])
+    p.add_argument("--error-type", help="a span failed with this error type (timeout, rate_limit, auth, ...)")
+    p.add_argument("--validation-failed", action="store_true", help="a parse or validation check failed")
+    p.add_argument("--action", choices=["accepted", "edited", "retried", "abandoned"], help="the user's last action")
+    p.add_argument("--min-cost", type=float, help="total cost at least this many USD")
+    p.add_argument("--min-latency", type=float, help="trace latency at least this many milliseconds")
+    p.add_argument("--chunk", help="used a retrieved chunk with this source id")
+    p.add_argument("--search", help="words in the stored (redacted) content: prompts, answers, tool args, chunks")
+    add_output_flags(p)
+    p = add("stats", "Calls, tokens, cost, latency/TTFT percentiles, error, parse and validation failure rates "
+                     "and the users' feedback mix, grouped.", cmd_stats)
+    p.add_argument("--by", default="model", help="group by model, version, provider, feature, team, user, prompt-version, "
+                                                 "environment, day, hour or turn (a session's n-th trace: shows prompts "
+                                                 "growing with the conversation); comma-separated for several "
+                                                 "(default: model)")
+    p.add_argument("--since", help="only calls since: 7d, 12h, 30m, or a date/time (2026-11-01)")
+    p.add_argument("--until", help="only calls before this (same forms as --since)")
+    p.add_argument("--feature")
+    p.add_argument("--model")
+    p.add_argument("--team")
+    p.add_argument("--prompt-version")
+    p.add_argument("--user", help="a user id (hashed like the stored one) or a stored hash u_...")
+    add_output_flags(p)
+    p = add("alerts", "Evaluate the alert rules over recorded calls: cost spike (3x the feature's average), latency "
+                      "spike (2x p95), error rate over 5%/hour, tokens near the context limit.", cmd_alerts)
+    p.add_argument("--since", default="24h", help="alerts fired by calls since: 24h (default), 7d, or a date/time")
+    p.add_argument("--until", help="only calls before this (same forms as --since)")
+    p.add_argument("--rule", action="append", choices=["cost_spike", "latency_spike", "error_rate", "context_limit"],
+                   help="only these rules (repeatable; default all)")
+    p.add_argument("--feature")
+    p.add_argument("--model")
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when an alert fires (for cron and CI checks)")
+    add_output_flags(p)
     p = add("export", "Export feedback-labelled LLM calls as an eval set.", cmd_export)
     p.add_argument("-o", "--output", required=True, help="file to write")
     p.add_argument("--format", default="jsonl", choices=["jsonl", "openai", "dataset", "parquet"],

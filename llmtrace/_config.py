@@ -32,6 +32,7 @@ class Settings:
     purge_interval_seconds: float = 0.0  # > 0: the writer also purges expired content this often
     audit: bool = False  # join every written row to the tamper-evident hash chain (llmtrace audit verify)
     redaction_hash: bool = False  # placeholders carry a keyed hash ([EMAIL:3f2a9c1b0d]) so equal values join
+    alerts: bool = False  # evaluate the alert rules live as calls are written (on by itself with on_alert=)
 
 
 _ZERO_OK = ("write_retries", "purge_interval_seconds")
@@ -47,6 +48,7 @@ _ENV = {
     "redaction_hash": "LLMTRACE_REDACTION_HASH",
     "purge_interval_seconds": "LLMTRACE_PURGE_INTERVAL_SECONDS",
     "audit": "LLMTRACE_AUDIT",
+    "alerts": "LLMTRACE_ALERTS",
 }
 
 

@@ -105,6 +105,7 @@ class Recorder:
         self._redaction_hash = redaction_hash
         self.audit = False
         self.prices = None  # a PriceBook: the cost in log lines
+        self.alerts = None  # LiveAlerts, when the tracer evaluates alert rules as calls are written
         self._debug = L.debug_enabled()
         self._redactors: dict[str, Redactor] = {}
         self._open: dict[Any, _Span] = {}  # keyed by the id objects the framework passes
@@ -335,6 +336,8 @@ class Recorder:
             row, trace.attrs, self._user_hash(trace), [{"tool_call_id": i, "latency_ms": trace.tool_ms.get(i)}
                                                       for i in tool_ids if i in trace.tool_ms],
             _iso(self._clock(span.t0)), self._cost(row)))
+        if self.alerts is not None:
+            self.alerts.observe_row(row, trace.attrs, row["started_at"] / 1e9)
         trace.llm_calls.append({"span_id": span.span_id, "t0": span.t0, "t1": t, "model": model,
                                 "status": status, "anchor": span.fallback_anchor, "consumed": False})
         for pos, req in enumerate(requests):

@@ -15,10 +15,11 @@ from typing import Any
 from loguru import logger
 
 from llmtrace import _events as E
+from llmtrace._alerts import Alert, AlertEngine, AlertRules, AlertSink, LiveAlerts
 from llmtrace._config import CAPTURE_MODES, Settings, make_settings
-from llmtrace._cost import PriceBook, default_pricebook
+from llmtrace._cost import PriceBook, default_pricebook, prices_from_env
 from llmtrace._errors import ConfigError, InvalidFeedback
-from llmtrace._privacy import Processor
+from llmtrace._privacy import Processor, hash_user_id, is_user_hash
 from llmtrace._recorder import Recorder
 from llmtrace._redact import as_processor
 from llmtrace._store import Store, new_secret
@@ -81,17 +82,25 @@ class Tracer:
 
     def __init__(self, url: str | None = None, *, capture: str | None = None,
                  content_ttl_days: float | None | str = "env", processors: list[Processor] | None = None,
-                 prices: dict[str, dict[str, float]] | None = None, **settings: Any) -> None:
+                 prices: dict[str, dict[str, float]] | None = None, on_alert: AlertSink | None = None,
+                 alert_rules: AlertRules | None = None, **settings: Any) -> None:
         if capture is not None:
             settings["capture"] = capture
         if content_ttl_days != "env":
             settings["content_ttl_days"] = content_ttl_days
         self.settings: Settings = make_settings(url, **settings)
+        prices = prices if prices is not None else prices_from_env()
         self._prices = PriceBook(prices) if prices else default_pricebook()
         self._store = Store(self.settings.url)
         self._wall0 = time.time_ns()
         self._perf0 = time.perf_counter_ns()
         self._hash_key: str | None = self.settings.hash_key
+        if on_alert is not None and not callable(on_alert):
+            raise ConfigError(f"on_alert must be a callable taking an llmtrace.Alert, not {on_alert!r}")
+        if alert_rules is not None and not isinstance(alert_rules, AlertRules):
+            raise ConfigError("alert_rules must be an llmtrace.AlertRules(...)")
+        self._alert_rules = alert_rules or AlertRules()
+        self._on_alert = on_alert
         self._writer = self._new_writer([as_processor(p) for p in processors or []])
         self._writer.start()
         self._closed = False
@@ -106,6 +115,9 @@ class Tracer:
                             redaction_hash=s.redaction_hash)
         recorder.audit = s.audit
         recorder.prices = self._prices
+        if s.alerts or self._on_alert is not None:
+            recorder.alerts = LiveAlerts(AlertEngine(self._alert_rules, self._prices), self._on_alert,
+                                         lambda where, exc: self._writer.problem(where, exc))
         return Writer(self._store, recorder, queue_size=s.queue_size, on_full=s.on_queue_full,
                       block_seconds=s.queue_block_seconds, batch_size=s.batch_size,
                       interval=s.flush_interval_seconds, retries=s.write_retries,
@@ -214,6 +226,62 @@ class Tracer:
 
         self.flush(timeout=10)
         return to_hf_dataset(eval_rows(self._store, prices=self._prices, **filters))
+
+    def stats(self, by: str | list[str] | None = "model", *, since: Any = None, until: Any = None,
+              **filters: Any) -> list[dict[str, Any]]:
+        """LLM calls grouped ``by`` model, version, provider, feature, team, user, prompt-version,
+        environment, day, hour or turn (several: ``"feature,model"``), one dict per group: calls,
+        tokens, cost, latency and TTFT p50/p95/p99, error rate by type, parse and validation failure
+        rates, feedback mix. ``since``/``until``: '7d', a date or datetime. Filters: ``feature``,
+        ``model``, ``team``, ``prompt_version``, ``environment``, ``user`` (the raw id or its hash)."""
+        from llmtrace._query import time_bound
+        from llmtrace._stats import compute_stats
+
+        self.flush(timeout=10)
+        return compute_stats(self._store, self._prices, by=by, since=time_bound(since), until=time_bound(until, "until"),
+                             **self._user_filter(filters))
+
+    def stats_dataframe(self, by: str | list[str] | None = "model", **kwargs: Any):
+        """``stats(...)`` as a pandas DataFrame (``pip install 'llmtrace[eval]'``)."""
+        from llmtrace._export import dataframe
+
+        return dataframe(self.stats(by, **kwargs))
+
+    def find_traces(self, *, limit: int = 20, since: Any = None, until: Any = None, **filters: Any) -> list[dict[str, Any]]:
+        """The newest traces matching every filter given, one summary dict each (id, name, time,
+        status, latency, feature, calls, models, tokens, cost, error types, the user's last action).
+
+        Filters: ``feature``, ``team``, ``environment``, ``model``, ``prompt_version``, ``user`` (raw id or hash),
+        ``status`` (ok / error / open), ``error_type``, ``validation_failed=True``, ``action`` (the
+        user's last: accepted / edited / retried / abandoned), ``min_cost`` (USD), ``min_latency_ms``,
+        ``chunk_source`` (a retrieved chunk's source id), ``text`` (words in the stored, redacted
+        content), ``since`` / ``until`` ('7d', a date or datetime)."""
+        from llmtrace._find import find_traces
+        from llmtrace._query import time_bound
+
+        self.flush(timeout=10)
+        return find_traces(self._store, self._prices, limit=limit, since=time_bound(since),
+                           until=time_bound(until, "until"), **self._user_filter(filters))
+
+    def alerts(self, *, since: Any = "24h", until: Any = None, rules: AlertRules | None = None,
+               warmup: Any = "1d", **filters: Any) -> list[Alert]:
+        """The alerts the recorded calls fire (cost spike, latency spike, error rate, context limit),
+        oldest first. Calls in ``warmup`` before ``since`` build the baselines without firing.
+        ``rules`` defaults to the tracer's ``alert_rules``; filters: ``feature``, ``model``, ``team``,
+        ``prompt_version``, ``environment``."""
+        from llmtrace._alerts import evaluate
+        from llmtrace._query import time_bound
+        from llmtrace._retention import parse_age
+
+        self.flush(timeout=10)
+        return evaluate(self._store, self._prices, rules or self._alert_rules, since=time_bound(since),
+                        until=time_bound(until, "until"), warmup=parse_age(warmup), **self._user_filter(filters))
+
+    def _user_filter(self, filters: dict[str, Any]) -> dict[str, Any]:
+        user = filters.pop("user", None)
+        if user is not None:
+            filters["user_hash"] = user if is_user_hash(str(user)) else hash_user_id(user, self._user_hash_key())
+        return filters
 
     def purge(self, *, older_than: Any = None, dry_run: bool = False, batch_size: int = 1000) -> dict[str, int]:
         """Delete content past its expiry (or older than ``older_than``: '7d', '12h', days); metadata stays.

@@ -174,6 +174,8 @@ class Writer:
                     self.problem("content", exc)
                 if rows.count():
                     self._write(rows)
+                if self.recorder.alerts is not None and self.recorder.alerts.pending:
+                    self.recorder.alerts.deliver()
             finally:
                 for done in barriers:  # a waiter is released whatever happened
                     done.set()
