@@ -27,7 +27,7 @@ from typing import Any
 
 from llmtrace._cost import PriceBook
 from llmtrace._errors import ConfigError
-from llmtrace._query import call_filters, iter_calls
+from llmtrace._query import AT, iter_calls, parse_time
 from llmtrace._stats import percentile
 from llmtrace._store import Store
 
@@ -247,14 +247,15 @@ def evaluate(store: Store, prices: PriceBook, rules: AlertRules | None = None, *
     out: list[Alert] = []
     store.ensure_schema()
     with store.engine.connect() as conn:
-        for r in iter_calls(conn, call_filters(since=start, until=until, **filters), ordered=True):
-            if r.started_at is None:
+        feature_at = AT["feature"]
+        for r in iter_calls(conn, since=start, until=until, ordered=True, **filters):
+            span_id, trace_id, started_at, model, version, provider, inp, outp, cached, latency, _ttft, status = r[:12]
+            if started_at is None:
                 continue
-            t = epoch_seconds(r.started_at)
-            fired = engine.observe(t=t, trace_id=r.trace_id, span_id=r.span_id, feature=r.feature, model=r.model,
-                                   version=r.model_version, provider=r.provider, input_tokens=r.input_tokens,
-                                   output_tokens=r.output_tokens, cached_tokens=r.input_cached_tokens,
-                                   latency_ms=r.latency_ms, status=r.status)
+            t = epoch_seconds(parse_time(started_at))
+            fired = engine.observe(t=t, trace_id=trace_id, span_id=span_id, feature=r[feature_at], model=model,
+                                   version=version, provider=provider, input_tokens=inp, output_tokens=outp,
+                                   cached_tokens=cached, latency_ms=latency, status=status)
             if fired and t >= cutoff:
                 out.extend(fired)
     return out

@@ -16,15 +16,20 @@ from llmtrace._store import utcnow
 
 ACTIONS = ("accepted", "edited", "retried", "abandoned")
 
-# The columns of one LLM call as stats and alerts see it (the trace's attributes joined on).
+# One LLM call as stats and alerts see it: the call's columns, then its trace's attributes.
 _C, _T = S.llm_calls, S.traces
-CALL_COLUMNS = (
-    _C.c.span_id, _C.c.trace_id, _C.c.started_at, _C.c.model, _C.c.model_version, _C.c.provider,
-    _C.c.input_tokens, _C.c.output_tokens, _C.c.input_cached_tokens, _C.c.latency_ms, _C.c.ttft_ms,
-    _C.c.status, _C.c.error_type, _C.c.finish_reason,
-    _T.c.feature, _T.c.team, _T.c.user_hash, _T.c.prompt_version, _T.c.session_id, _T.c.environment,
+# started_at comes back as text ('2026-11-22 10:00:00.123456'): parsing a million datetimes costs as
+# much as the query, and grouping by day or pricing per day needs only its first ten characters.
+_CALL_COLUMNS = (
+    _C.c.span_id, _C.c.trace_id, sa.cast(_C.c.started_at, sa.String).label("started_at"), _C.c.model,
+    _C.c.model_version, _C.c.provider, _C.c.input_tokens, _C.c.output_tokens, _C.c.input_cached_tokens,
+    _C.c.latency_ms, _C.c.ttft_ms, _C.c.status, _C.c.error_type, _C.c.finish_reason,
 )
-
+TRACE_ATTRS = ("feature", "team", "user_hash", "prompt_version", "session_id", "environment")
+# position of each field in the tuples ``iter_calls`` yields
+AT = {name: i for i, name in enumerate([c.name for c in _CALL_COLUMNS] + list(TRACE_ATTRS))}
+_NO_TRACE = (None,) * len(TRACE_ATTRS)
+_SLACK = timedelta(days=1)  # a trace starts before its calls: how far before a window its traces are read
 
 def time_bound(value: Any, name: str = "since") -> datetime | None:
     """A point in time (naive UTC, as stored) from a datetime, a date, an ISO string, or an age
@@ -52,29 +57,65 @@ def time_bound(value: Any, name: str = "since") -> datetime | None:
                           f"'2026-11-01T09:00'; not {value!r}") from None
 
 
-def call_filters(*, since: datetime | None = None, until: datetime | None = None, feature: str | None = None,
-                 model: str | None = None, team: str | None = None, prompt_version: str | None = None,
-                 environment: str | None = None, user_hash: str | None = None) -> list[Any]:
-    where: list[Any] = []
+def parse_time(value: str | datetime | None) -> datetime | None:
+    """A stored time, read as text by ``iter_calls``, as a naive UTC datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value.replace("T", " ")[:26])
+
+
+def iter_calls(conn: sa.Connection, *, since: datetime | None = None, until: datetime | None = None,
+               model: str | None = None, ordered: bool = False, **trace_filters: str | None) -> Iterator[tuple]:
+    """The LLM calls started in [since, until) as tuples (see ``AT``): the call's columns, then its
+    trace's attributes (None while the trace is open). ``model`` matches a name or an exact version;
+    ``trace_filters`` (feature, team, user_hash, prompt_version, environment) match the trace.
+
+    Calls and traces are read by two range scans and joined here: a SQL join costs one index lookup
+    per call, which on a million-call SQLite file is most of the time. A call whose trace started
+    over a day before it (or is still open) comes last, even when ``ordered``."""
+    unknown = set(trace_filters) - set(TRACE_ATTRS)
+    if unknown:
+        raise ConfigError(f"unknown filter(s) {sorted(unknown)}; filters are model, {', '.join(TRACE_ATTRS)}")
+    wanted = [(TRACE_ATTRS.index(k), v) for k, v in trace_filters.items() if v is not None]
+    attrs: dict[str, tuple] = {}
+    tq = sa.select(_T.c.trace_id, *(_T.c[a] for a in TRACE_ATTRS))
     if since is not None:
-        where.append(_C.c.started_at >= since)
+        tq = tq.where(_T.c.started_at >= since - _SLACK)
     if until is not None:
-        where.append(_C.c.started_at < until)
+        tq = tq.where(_T.c.started_at < until)
+    for part in conn.execution_options(yield_per=10_000).execute(tq).partitions():
+        for trace_id, *values in part:
+            attrs[trace_id] = tuple(values)
+    stmt = sa.select(*_CALL_COLUMNS)
+    if since is not None:
+        stmt = stmt.where(_C.c.started_at >= since)
+    if until is not None:
+        stmt = stmt.where(_C.c.started_at < until)
     if model is not None:
-        where.append(sa.or_(_C.c.model == model, _C.c.model_version == model))
-    for column, value in ((_T.c.feature, feature), (_T.c.team, team), (_T.c.prompt_version, prompt_version),
-                          (_T.c.environment, environment), (_T.c.user_hash, user_hash)):
-        if value is not None:
-            where.append(column == value)
-    return where
-
-
-def iter_calls(conn: sa.Connection, where: list[Any], ordered: bool = False) -> Iterator[sa.Row]:
-    """The LLM calls matching ``where``, each with its trace's attributes (None while the trace is open)."""
-    stmt = sa.select(*CALL_COLUMNS).select_from(_C.outerjoin(_T, _T.c.trace_id == _C.c.trace_id)).where(*where)
+        stmt = stmt.where(sa.or_(_C.c.model == model, _C.c.model_version == model))
     if ordered:
         stmt = stmt.order_by(_C.c.started_at)
-    yield from conn.execution_options(yield_per=5000).execute(stmt)
+    late: list[tuple] = []  # calls whose trace started before the slack (or is still open): resolved last
+    for part in conn.execution_options(yield_per=10_000).execute(stmt).partitions():
+        for r in part:
+            trace = attrs.get(r[1])
+            if trace is None:
+                late.append(tuple(r))
+            elif not wanted or all(trace[i] == v for i, v in wanted):
+                yield (*r, *trace)
+    by_id = sa.select(_T.c.trace_id, *(_T.c[a] for a in TRACE_ATTRS))
+    for chunk in _chunks(sorted({r[1] for r in late}), 500):
+        for trace_id, *values in conn.execute(by_id.where(_T.c.trace_id.in_(chunk))):
+            attrs[trace_id] = tuple(values)
+    for r in late:
+        trace = attrs.get(r[1], _NO_TRACE)
+        if not wanted or all(trace[i] == v for i, v in wanted):
+            yield r + trace
+
+
+def _chunks(items: list, n: int) -> Iterator[list]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
 
 
 def last_actions(conn: sa.Connection, since: datetime | None) -> dict[str, str]:

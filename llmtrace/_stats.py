@@ -23,6 +23,7 @@ import json
 import math
 from collections.abc import Iterable
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,25 +31,26 @@ import sqlalchemy as sa
 from llmtrace import _schema as S
 from llmtrace._cost import PriceBook
 from llmtrace._errors import ConfigError
-from llmtrace._query import ACTIONS, call_filters, failed_validations, iter_calls, last_actions
+from llmtrace._query import ACTIONS, AT, failed_validations, iter_calls, last_actions, parse_time
 from llmtrace._store import Store
 
 DIMENSIONS = ("model", "version", "provider", "feature", "team", "user", "prompt-version", "environment",
               "day", "hour", "turn")
 _ORDERED = ("day", "hour", "turn")  # groups sorted by key, not by size
-_KEY = {  # dimension -> how a call row gives its value
-    "model": lambda r: r.model,
-    "version": lambda r: r.model_version,
-    "provider": lambda r: r.provider,
-    "feature": lambda r: r.feature,
-    "team": lambda r: r.team,
-    "user": lambda r: r.user_hash,
-    "prompt-version": lambda r: r.prompt_version,
-    "environment": lambda r: r.environment,
-    "day": lambda r: r.started_at.date().isoformat() if r.started_at else None,
-    "hour": lambda r: r.started_at.strftime("%Y-%m-%dT%H:00") if r.started_at else None,
+_KEY = {  # dimension -> how a call tuple (see _query.CALL_COLUMNS) gives its value
+    "model": itemgetter(AT["model"]),
+    "version": itemgetter(AT["model_version"]),
+    "provider": itemgetter(AT["provider"]),
+    "feature": itemgetter(AT["feature"]),
+    "team": itemgetter(AT["team"]),
+    "user": itemgetter(AT["user_hash"]),
+    "prompt-version": itemgetter(AT["prompt_version"]),
+    "environment": itemgetter(AT["environment"]),
+    "day": lambda r: r[AT["started_at"]][:10] if r[AT["started_at"]] else None,
+    "hour": lambda r: r[AT["started_at"]][:13].replace(" ", "T") + ":00" if r[AT["started_at"]] else None,
 }
 PERCENTILES = (50, 95, 99)
+_MISSING = object()
 
 
 def parse_by(by: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -97,51 +99,55 @@ def compute_stats(store: Store, prices: PriceBook, *, by: str | Iterable[str] | 
         parse_failed, check_failed, trace_failed = failed_validations(conn, since)
         actions = last_actions(conn, since)
         turns = _turns(conn, since) if "turn" in dims else {}
-        keyers = [(lambda r: turns.get(r.trace_id)) if d == "turn" else _KEY[d] for d in dims]
+        keyers = [(lambda r: turns.get(r[1])) if d == "turn" else _KEY[d] for d in dims]
+        keyer = keyers[0] if len(keyers) == 1 else (lambda r: tuple(k(r) for k in keyers))
         last_call: dict[str, tuple] = {}  # trace with a trace-level failed check -> (started, span, group)
-        for r in iter_calls(conn, call_filters(since=since, until=until, **filters)):
-            key = tuple(k(r) for k in keyers)
+        for r in iter_calls(conn, since=since, until=until, **filters):
+            (span_id, trace_id, started_at, model, version, provider, inp, out, cached, latency, ttft, status,
+             error_type) = r[:13]
+            key = keyer(r) if keyers else ()
             g = groups.get(key)
             if g is None:
                 g = groups[key] = _Group()
             g.calls += 1
-            g.traces.add(r.trace_id)
-            if r.input_tokens is not None:
-                g.in_sum += r.input_tokens
+            g.traces.add(trace_id)
+            if inp is not None:
+                g.in_sum += inp
                 g.in_n += 1
-            if r.output_tokens is not None:
-                g.out_sum += r.output_tokens
+            if out is not None:
+                g.out_sum += out
                 g.out_n += 1
-            if r.input_tokens is not None or r.output_tokens is not None:
-                day = r.started_at.date() if r.started_at else None
-                pkey = (r.model, r.model_version, r.provider, day)
-                if pkey not in pricers:
-                    pricers[pkey] = prices.pricer(model=r.model, version=r.model_version, provider=r.provider,
-                                                  at=r.started_at)
-                price = pricers[pkey]
-                cost = price(r.input_tokens, r.output_tokens, r.input_cached_tokens) if price else None
+            if inp is not None or out is not None:
+                pkey = (model, version, provider, started_at[:10] if started_at else None)
+                price = pricers.get(pkey, _MISSING)
+                if price is _MISSING:
+                    price = pricers[pkey] = prices.pricer(model=model, version=version, provider=provider,
+                                                          at=parse_time(started_at))
+                cost = price(inp, out, cached) if price else None
                 if cost is None:
                     g.unpriced += 1
                 else:
                     g.cost += cost
                     g.priced += 1
-            if r.latency_ms is not None:
-                g.latency.append(r.latency_ms)
-            if r.ttft_ms is not None:
-                g.ttft.append(r.ttft_ms)
-            if r.status == "error":
-                kind = r.error_type or "other"
+            if latency is not None:
+                g.latency.append(latency)
+            if ttft is not None:
+                g.ttft.append(ttft)
+            if status == "error":
+                kind = error_type or "other"
                 g.errors[kind] = g.errors.get(kind, 0) + 1
-            if r.span_id in parse_failed:
+            if span_id in parse_failed:
                 g.parse += 1
-            if r.span_id in check_failed:
+            if span_id in check_failed:
                 g.checks += 1
-            elif r.trace_id in trace_failed:
-                seen = last_call.get(r.trace_id)
-                if seen is None or (r.started_at, r.span_id) > seen[:2]:
-                    last_call[r.trace_id] = (r.started_at, r.span_id, key)
+            elif trace_id in trace_failed:
+                seen = last_call.get(trace_id)
+                if seen is None or (started_at, span_id) > seen[:2]:
+                    last_call[trace_id] = (started_at, span_id, key)
     for _started, _span, key in last_call.values():
         groups[key].checks += 1
+    if len(dims) == 1:
+        groups = {(k,): g for k, g in groups.items()}
     rows = [_row(dims, key, g, actions) for key, g in groups.items()]
     if any(d in _ORDERED for d in dims):
         names = [d.replace("-", "_") for d in dims]

@@ -149,3 +149,29 @@ def test_stats_over_recorded_langchain_calls(tracer):
     rows = tracer.stats("feature", feature="e2e", environment=env)
     assert len(rows) == 1 and rows[0]["calls"] == 3 and rows[0]["feedback_accepted"] == 3
     assert rows[0]["input_tokens"] is not None and rows[0]["cost_usd"] is not None  # gpt-4o has a price
+
+
+def test_stats_reads_calls_of_long_and_open_traces(sqlite_url):
+    """Calls are joined to their traces by time windows; a trace that started days before its call,
+    or one still open (no trace row yet), must still count."""
+    import sqlalchemy as sa
+
+    from llmtrace import _schema as S
+    from llmtrace._store import utcnow
+
+    with llmtrace.Tracer(sqlite_url, prices=analysis_data.PRICES) as tracer:
+        tracer.schema_version()
+        now = utcnow()
+        engine = sa.create_engine(sqlite_url)
+        with engine.begin() as conn:
+            conn.execute(S.traces.insert(), [{"trace_id": "old", "started_at": now - timedelta(days=3), "feature": "long"}])
+            conn.execute(S.llm_calls.insert(), [
+                {"span_id": "c-old", "trace_id": "old", "started_at": now - timedelta(hours=1), "model": "model-a",
+                 "input_tokens": 10, "output_tokens": 1, "latency_ms": 5.0, "status": "ok"},
+                {"span_id": "c-open", "trace_id": "open", "started_at": now - timedelta(hours=1), "model": "model-a",
+                 "input_tokens": 20, "output_tokens": 2, "latency_ms": 7.0, "status": "ok"}])
+        engine.dispose()
+        rows = by_key(tracer.stats("feature", since="1d"), "feature")
+        assert rows["long"]["calls"] == 1 and rows["long"]["input_tokens"] == 10
+        assert rows[None]["calls"] == 1 and rows[None]["input_tokens"] == 20  # open trace: no attributes yet
+        assert tracer.stats("feature", since="1d", feature="long")[0]["calls"] == 1
