@@ -229,6 +229,15 @@ def run_demo(url: str | None = None, *, show: bool = True, export_path: str | No
         out("")
         out(f"exported {exported} feedback-labelled example(s) to {export_path}")
     out("")
-    out(f"next: llmtrace show {traces[2][0]} --json   |   llmtrace ls")
+    out("by feature (llmtrace stats --by feature):")
+    for row in tracer.stats("feature"):
+        cost = "no price" if row["cost_usd"] is None else f"${row['cost_usd']:.6f}"
+        out(f"  {row['feature'] or '-':<10} {row['calls']:>3} LLM calls  {row['avg_input_tokens'] or 0:>6.0f} tokens in/call  "
+            f"{cost}  parse failures {row['parse_failure_rate']:.0%}  failed checks {row['validation_failure_rate']:.0%}  "
+            f"users: {row['feedback_accepted']} accepted, {row['feedback_edited']} edited, "
+            f"{row['feedback_retried']} retried, {row['feedback_abandoned']} abandoned")
+    out("")
+    out(f"next: llmtrace show {traces[2][0]} --json   |   llmtrace ls --action edited   |   "
+        "llmtrace stats --by model   |   llmtrace alerts")
     tracer.close()
     return {"traces": traces, "shown": shown, "exported": exported, "llamaindex": li_ids}

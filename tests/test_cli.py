@@ -23,6 +23,8 @@ def test_demo_show_ls_export(tmp_path):
     assert "• retriever PolicyRetriever" in demo.stdout and "tool call lookup_order" in demo.stdout
     assert "restocking_fee_applied FAILED" in demo.stdout and "feedback: accepted" in demo.stdout
     assert "recorded 3 LlamaIndex policy questions" in demo.stdout and "• retriever VectorIndexRetriever" in demo.stdout
+    assert "by feature (llmtrace stats --by feature):" in demo.stdout
+    assert "refunds     10 LLM calls" in demo.stdout and "1 accepted, 1 edited, 1 retried, 1 abandoned" in demo.stdout
     trace_ids = [line.split()[0] for line in demo.stdout.splitlines()[1:6]]
     rows = [json.loads(line) for line in export.read_text().splitlines()]
     assert sorted(r["label"] for r in rows) == ["corrected", "negative", "negative", "positive"]  # rated: no label

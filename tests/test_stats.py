@@ -78,6 +78,11 @@ def test_stats_by_version_feature_team_user_prompt(data):
     prompts = by_key(t.stats("prompt-version", environment=data.env), "prompt_version")
     assert prompts["v1"]["calls"] == 5 and prompts["v2"]["calls"] == 1 and prompts["v2"]["error_rate"] == 1.0
 
+    assert [(r["provider"], r["calls"]) for r in t.stats("provider", environment=data.env)] == [("test", 7)]
+    assert [(r["environment"], r["calls"]) for r in t.stats("environment", environment=data.env)] == [(data.env, 7)]
+    hours = t.stats("hour", environment=data.env)
+    assert [r["hour"] for r in hours] == sorted({data.at(d).strftime("%Y-%m-%dT%H:00") for d in (-2, -1, 0)})
+
     both = t.stats("feature,model", environment=data.env)
     assert {(r["feature"], r["model"]): r["calls"] for r in both} == {
         ("refunds", "model-a"): 3, ("refunds", "model-b"): 1, ("search", "model-b"): 1,
