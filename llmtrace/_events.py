@@ -17,9 +17,37 @@ of its own. ``convert(raw)`` runs later on the writer thread and returns plain f
 from __future__ import annotations
 
 import contextvars
+import itertools
+import os
+import random
+import time
 from typing import Any
 
 START, END, ERROR, RETRY, FEEDBACK, VALIDATION, BARRIER, ANNOTATE = range(8)
+
+_seq = itertools.count()
+_node = random.getrandbits(32)
+
+
+def _new_node() -> None:  # a forked child must not mint the ids its parent mints
+    global _seq, _node
+    _seq, _node = itertools.count(), random.getrandbits(32)
+
+
+os.register_at_fork(after_in_child=_new_node)
+
+
+def ordered_id() -> str:
+    """A UUIDv7-shaped id (time first): rows keyed by it append to the end of a B-tree index instead
+    of landing on a random page, which on SQLite is several times cheaper per insert. A per-process
+    counter and random node make it unique without a system call (``uuid4`` reads os.urandom,
+    which releases the GIL on the caller's thread)."""
+    ns = time.time_ns()
+    ms, sub = divmod(ns, 1_000_000)
+    tail = ((next(_seq) & 0x3FFFFFFF) << 32) | _node  # 62 bits: counter, then the process's node
+    return (f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7{sub * 4096 // 1_000_000:03x}-{0x8000 | (tail >> 48) & 0x3FFF:04x}-"
+            f"{tail & 0xFFFFFFFFFFFF:012x}")
+
 
 SPAN_KINDS = ("chain", "llm", "tool", "retriever", "parser", "embedding", "agent", "rerank",
               "validation", "other")

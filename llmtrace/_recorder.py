@@ -15,6 +15,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from llmtrace import _events as E
 from llmtrace import _logs as L
@@ -109,7 +110,7 @@ class Recorder:
         self._debug = L.debug_enabled()
         self._redactors: dict[str, Redactor] = {}
         self._open: dict[Any, _Span] = {}  # keyed by the id objects the framework passes
-        self._recent: OrderedDict[Any, _Trace] = OrderedDict()  # ended span -> its trace
+        self._recent: OrderedDict[Any, tuple[_Trace, str]] = OrderedDict()  # ended span -> its trace, its id
         self._traces: OrderedDict[str, _Trace] = OrderedDict()
 
     # -- events -------------------------------------------------------------------------------
@@ -186,17 +187,19 @@ class Recorder:
             return {}
 
     def _start(self, t, key, parent_key, kind, name, root, convert, raw, metadata, tags=None) -> None:
-        span_id = _sid(key)
+        span_id = _sid(key) if _kept(key) else E.ordered_id()
         parent = self._open.get(parent_key) if parent_key is not None else None
         trace = parent.trace if parent is not None else None
+        ended = None
         if trace is None and parent_key is not None:
-            trace = self._recent.get(parent_key)  # parent already ended: still the same trace
+            ended = self._recent.get(parent_key)  # parent already ended: still the same trace
+            trace = ended[0] if ended is not None else None
         is_root = trace is None
         if is_root:  # no parent, or a parent we never saw: a new root rather than a lost span
             trace = self._trace_for_root(span_id, root, metadata)
             trace.roots_open += 1
             parent_key = None
-        parent_id = None if parent_key is None else (parent.span_id if parent is not None else _sid(parent_key))
+        parent_id = None if parent_key is None else (parent.span_id if parent is not None else ended[1])
         span = _Span(key, span_id, trace, parent_key, parent_id, kind, name, t, convert, raw)
         span.is_root = is_root
         if tags:  # LangChain's RunnableRetry tags each attempt after the first "retry:attempt:N"
@@ -254,7 +257,7 @@ class Recorder:
             return  # never started here (handler attached mid-run): nothing to pair it with
         span_id = span.span_id
         trace = span.trace
-        self._recent[key] = trace
+        self._recent[key] = (trace, span_id)
         if span.annot and span.annot["end"]:
             out = {**out, **span.annot["end"]}
         if len(self._recent) > _RECENT_SPANS:
@@ -520,6 +523,13 @@ class Recorder:
                                   "body": body, "digest": None, "size": len(body), "created_at": now,
                                   "expires_at": expires})
         rows.pending_content = {}
+
+
+def _kept(key: Any) -> bool:
+    """Whether a framework's span id is stored as it is: UUIDs (LangChain's run ids, which users
+    pass and look up, and llmtrace's own). Other ids (LlamaIndex's 'Class.method-<uuid4>') get a
+    time-ordered id instead: random keys cost SQLite a random B-tree page per insert."""
+    return type(key) is UUID or (type(key) is str and len(key) == 36)
 
 
 def _sid(key: Any) -> str:

@@ -7,7 +7,6 @@ import math
 import os
 import threading
 import time
-import uuid
 import weakref
 from numbers import Real
 from typing import Any
@@ -151,12 +150,12 @@ class Tracer:
         if capture is not None and capture not in CAPTURE_MODES:
             raise ConfigError(f"capture must be one of {CAPTURE_MODES}, not {capture!r}")
         generated = trace_id is None
-        trace_id = _check_id(trace_id) if trace_id is not None else str(uuid.uuid4())
+        trace_id = _check_id(trace_id) if trace_id is not None else E.ordered_id()
         attrs = {k: v for k, v in {
             "user_id": user_id, "session_id": session_id, "feature": feature, "team": team,
             "prompt_version": prompt_version, "tags": tags, "metadata": metadata, "capture": capture,
         }.items() if v is not None}
-        return TraceScope(self, E.TraceContext(trace_id, str(uuid.uuid4()), name, attrs, generated))
+        return TraceScope(self, E.TraceContext(trace_id, E.ordered_id(), name, attrs, generated))
 
     def record_feedback(self, trace_id: str, action: str, *, score: float | None = None,
                         correction: str | None = None, comment: str | None = None, source: str = "user") -> None:

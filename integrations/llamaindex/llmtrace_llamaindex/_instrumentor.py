@@ -13,7 +13,6 @@ append a tuple to llmtrace's queue; everything else happens on the writer thread
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from llama_index.core.instrumentation import get_dispatcher
@@ -37,7 +36,7 @@ from llama_index.core.tools.types import BaseTool
 from pydantic import BaseModel, PrivateAttr
 
 from llmtrace import Tracer, default_tracer
-from llmtrace._events import ANNOTATE, END, ERROR, START, TraceContext, current_trace
+from llmtrace._events import ANNOTATE, END, ERROR, START, TraceContext, current_trace, ordered_id
 from llmtrace_llamaindex import _extract as X
 
 _now = time.perf_counter_ns
@@ -168,7 +167,7 @@ class LLMTraceInstrumentor:
                 parent = ctx.span_id
                 self.last_trace_id = ctx.trace_id
             else:
-                root = TraceContext(str(uuid.uuid4()), generated=True)
+                root = TraceContext(ordered_id(), generated=True)
                 self.last_trace_id = root.trace_id
         if isinstance(instance, BaseTool):
             kind, convert = "tool", X.tool_inputs
