@@ -19,11 +19,11 @@ from uuid import UUID
 
 from llmtrace import _events as E
 from llmtrace import _logs as L
-from llmtrace._audit import CONTENT, content_digest
+from llmtrace._audit import CONTENT, sha256_text
 from llmtrace._classify import describe, is_parse_failure
 from llmtrace._privacy import Processor, hash_user_id, run_processors
 from llmtrace._redact import Redactor
-from llmtrace._serialize import digest, dumps, to_jsonable
+from llmtrace._serialize import digest, dumps, loads, to_jsonable
 
 _RECENT_SPANS = 50_000
 _LIVE_TRACES = 20_000
@@ -35,7 +35,7 @@ class Rows:
 
     def __init__(self) -> None:
         self.contents: list[dict] = []
-        self.pending_content: dict[str, dict[str, Any]] = {}  # trace id -> owner id -> fields
+        self.pending_content: dict[str, dict[str, str]] = {}  # trace id -> owner id -> fields as JSON
         self.content_digests: list[list[str]] = []  # [["content", owner, digest]] for the audit chain
         self.spans: list[dict] = []
         self.llm_calls: list[dict] = []
@@ -297,7 +297,7 @@ class Recorder:
         })
         self._content(span_id, trace, content, rows)
         if self._debug and kind == "llm":
-            L.debug_print(rows.llm_calls[-1], rows.pending_content.get(trace.trace_id, {}).get(span_id, {}))
+            L.debug_print(rows.llm_calls[-1], loads(rows.pending_content.get(trace.trace_id, {}).get(span_id, "{}")))
         if span.is_root:
             self._root_end(span, t, latency, status, rows)
 
@@ -486,7 +486,12 @@ class Recorder:
             return
         chain = [self._redactor(capture), *self.processors] if capture == "redacted" else [self._redactor(capture)]
         fields = run_processors(fields, chain, lambda exc: self._problem("processor", exc))
-        rows.pending_content.setdefault(trace_id, {})[owner_id] = fields
+        # Kept as JSON text until the batch is written: nested dicts and lists waiting in a batch
+        # are containers the garbage collector walks (and promotes) on the application's thread.
+        text = dumps(fields)
+        if len(text) > self._cap:
+            text = dumps({k: self._capped(v) for k, v in fields.items()})
+        rows.pending_content.setdefault(trace_id, {})[owner_id] = text
 
     def _redactor(self, capture: str) -> Redactor:
         """Secrets go in every mode; PII in ``redacted`` (the default)."""
@@ -509,12 +514,9 @@ class Recorder:
         now = time.time_ns()
         expires = now + self._ttl_ns if self._ttl_ns else None
         for trace_id, owners in rows.pending_content.items():
-            body = dumps(owners)
-            if len(body) > self._cap:
-                owners = {o: {k: self._capped(v) for k, v in f.items()} for o, f in owners.items()}
-                body = dumps(owners)
+            body = "{" + ",".join([dumps(o) + ":" + text for o, text in owners.items()]) + "}"
             if self.audit:
-                rows.content_digests.extend([CONTENT, o, content_digest(f)] for o, f in owners.items())
+                rows.content_digests.extend([CONTENT, o, sha256_text(text)] for o, text in owners.items())
             # Time-ordered ids append to the primary-key B-tree instead of splitting it at random.
             # Nothing here may release the GIL (os.urandom, hashlib on > 2 KB): each release makes
             # the writer wait for the app's thread and then preempt it, a hand-off the app pays for.
