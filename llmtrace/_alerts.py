@@ -4,8 +4,9 @@ are written (``Tracer(on_alert=...)`` or ``Tracer(alerts=True)``).
 Both paths feed calls in time order through the same ``AlertEngine``, so a rule fires the same way
 after the fact as it did live. The rules:
 
-- ``cost_spike``: a call costing over ``cost_spike_factor`` (3) × the average of its feature's
-  previous ``cost_window_calls`` (100) priced calls;
+- ``cost_spike``: a call costing over ``cost_spike_factor`` (3) × the average of its feature and
+  model's previous ``cost_window_calls`` (100) priced calls (per model: a feature that routes some
+  questions to a dearer model is not spiking each time it does);
 - ``latency_spike``: a successful call slower than ``latency_spike_factor`` (2) × the p95 of its
   feature and model's previous ``latency_window_calls`` (500) successful calls;
 - ``error_rate``: errors above ``error_rate`` (5%) of a feature's calls in the last
@@ -124,7 +125,7 @@ class AlertEngine:
         cost = price(inp, out, cached) if price else None
         if cost is None:
             return
-        key = base["feature"]
+        key = (base["feature"], base["model"])  # like for like: a feature's cheap and dear models apart
         hist = self._costs.get(key)
         if hist is None:
             hist = self._costs[key] = deque()
@@ -133,7 +134,7 @@ class AlertEngine:
         if len(hist) >= r.min_calls:
             mean = self._cost_sums[key] / len(hist)
             if mean > 0 and cost > r.cost_spike_factor * mean:
-                fired.append(Alert("cost_spike", _iso(t), f"cost spike in {_feature(key)}: ${cost:.6f} is "
+                fired.append(Alert("cost_spike", _iso(t), f"cost spike in {_feature(key[0])} on {key[1]}: ${cost:.6f} is "
                                    f"{cost / mean:.1f}× the average ${mean:.6f} of its last {len(hist)} calls",
                                    cost, r.cost_spike_factor * mean, **base))
         hist.append(cost)

@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-version")
     p.add_argument("--user", help="a user id (hashed like the stored one) or a stored hash u_...")
     add_output_flags(p)
-    p = add("alerts", "Evaluate the alert rules over recorded calls: cost spike (3x the feature's average), latency "
+    p = add("alerts", "Evaluate the alert rules over recorded calls: cost spike (3x the average of the feature and model), latency "
                       "spike (2x p95), error rate over 5%/hour, tokens near the context limit.", cmd_alerts)
     p.add_argument("--since", default="24h", help="alerts fired by calls since: 24h (default), 7d, or a date/time")
     p.add_argument("--until", help="only calls before this (same forms as --since)")

@@ -41,6 +41,12 @@ def test_cost_spike_fires_over_three_times_the_features_average():
     assert [a.rule for a in fired] == ["cost_spike"] and fired[0].value == pytest.approx(0.0005)
     assert fired[0].trace_id == "t" and fired[0].feature == "f" and "× the average" in fired[0].message
     assert call(e, 23, tokens=500, model="unpriced-model") == []  # no price: no cost, no alert
+    dear = engine(rules=("cost_spike",))
+    base_price = dear.prices.overrides["m"]
+    dear.prices.overrides["big"] = (base_price[0] * 20, 0.0, None)
+    for i in range(20):
+        assert call(dear, i) == []
+    assert call(dear, 20, model="big") == []  # 20x dearer model of the same feature: its own baseline
 
 
 def test_latency_spike_fires_over_twice_the_p95():
