@@ -170,8 +170,21 @@ def _assemble(trace_id, tr, spans, llms, tools, chunk_rows, vals, fbs, contents)
                                "retriever": c["retriever"], "span_id": s["span_id"]})
             retrievers.append((s["ended_at"], chunks))
 
+    # A tool the model asked for in text (a ReAct agent's "Action: ..."), with no provider tool-call
+    # id to join on, belongs to the model call that ended last before the tool started.
+    llm_spans = sorted((by_id[k] for k in llms if k in by_id), key=lambda r: r["started_at"])
+    unjoined: dict[str, list] = {}
+    for t in tools:
+        tool_span = by_id.get(t["tool_span_id"]) if t["llm_span_id"] is None and t["tool_span_id"] else None
+        if tool_span is None or tool_span["started_at"] is None:
+            continue
+        before = [c for c in llm_spans if c["ended_at"] is not None and c["ended_at"] <= tool_span["started_at"]]
+        if before:
+            unjoined.setdefault(max(before, key=lambda c: c["ended_at"])["span_id"], []).append(t)
+
     llm_docs = []
-    for s in sorted((by_id[k] for k in llms if k in by_id), key=lambda r: r["started_at"]):
+    text_tools_ms = None  # time in the tools the previous call asked for in text: this call waited for it
+    for s in llm_spans:
         row = llms[s["span_id"]]
         body, missing = span_content[s["span_id"]]
         parser = parser_of.get(s["span_id"])
@@ -186,11 +199,18 @@ def _assemble(trace_id, tr, spans, llms, tools, chunk_rows, vals, fbs, contents)
                               "result": result_body.get("outputs"), "status": t["status"],
                               "latency_ms": t["latency_ms"], "span_id": t["tool_span_id"],
                               "error": result_body.get("error") if t["status"] == "error" else None})
+        for t in unjoined.get(s["span_id"], []):
+            tool_body = span_content.get(t["tool_span_id"], ({}, None))[0]
+            tool_docs.append({"id": t["tool_call_id"], "name": t["name"], "args": tool_body.get("inputs"),
+                              "result": tool_body.get("outputs"), "status": t["status"], "latency_ms": t["latency_ms"],
+                              "span_id": t["tool_span_id"],
+                              "error": tool_body.get("error") if t["status"] == "error" else None})
         retrieved = [c for ended, cs in retrievers if ended is not None and ended <= s["started_at"] for c in cs]
         latency = {"total": row["latency_ms"], "ttft": row["ttft_ms"], "retrieval": row["retrieval_ms"],
-                   "tools": row["tools_ms"],
+                   "tools": row["tools_ms"] if row["tools_ms"] is not None else text_tools_ms,
                    "generation": (row["latency_ms"] - row["ttft_ms"]) if row["ttft_ms"] is not None
                    else row["latency_ms"]}
+        text_tools_ms = _sum([t["latency_ms"] for t in unjoined.get(s["span_id"], [])])
         llm_docs.append({
             "span_id": s["span_id"], "name": s["name"], "started_at": iso(s["started_at"]),
             "ended_at": iso(s["ended_at"]), "model": row["model"], "model_version": row["model_version"],

@@ -147,6 +147,53 @@ def test_function_agent_tool_calls(tracer, inst):
     assert second["latency_ms"]["tools"] == pytest.approx(tc["latency_ms"])
 
 
+def test_react_agent_text_tool_calls(tracer, inst):
+    """A ReAct agent asks for tools in text ("Action: ..."), with no provider tool-call id: the
+    tool call is joined to the model call that ended just before it, with its args and result."""
+    from llama_index.core.agent.workflow import ReActAgent
+
+    def lookup_order(order_id: str) -> str:
+        """Look up an order."""
+        return f"order {order_id}: delivered"
+
+    def broken_tool(order_id: str) -> str:
+        """Always fails."""
+        raise RuntimeError("warehouse API down")
+
+    def respond(messages, **kwargs):
+        observations = sum(str(m.content).count("Observation") for m in messages[1:])  # (not the system prompt)
+        if observations == 0:
+            return ChatMessage(role="assistant", content='Thought: Try the fast way.\nAction: broken_tool\n'
+                                                         'Action Input: {"order_id": "A-1"}')
+        if observations == 1:
+            return ChatMessage(role="assistant", content='Thought: I need the order.\nAction: lookup_order\n'
+                                                         'Action Input: {"order_id": "A-1"}')
+        return ChatMessage(role="assistant", content="Thought: I can answer without using any more tools.\n"
+                                                     "Answer: Order A-1 was delivered.")
+
+    agent = ReActAgent(tools=[FunctionTool.from_defaults(lookup_order), FunctionTool.from_defaults(broken_tool)],
+                       llm=MockFunctionCallingLLM(response_generator=respond))
+
+    async def main():
+        return await agent.run("where is A-1?")
+
+    result = asyncio.run(main())
+    assert "delivered" in str(result)
+    doc = tracer.get_trace(inst.last_trace_id).to_dict()
+    assert doc["name"] == "ReActAgent.run" and doc["status"] == "ok"
+    first, second, third = doc["llm_calls"]
+    assert first["raw_completion"].startswith("Thought: Try the fast way.\nAction: broken_tool")
+    [failed] = first["tool_calls"]
+    assert (failed["name"], failed["args"], failed["status"]) == ("broken_tool", {"order_id": "A-1"}, "error")
+    assert "warehouse API down" in str(failed["error"] or failed["result"])
+    [tc] = second["tool_calls"]
+    assert (tc["name"], tc["args"], tc["result"], tc["status"]) == ("lookup_order", {"order_id": "A-1"},
+                                                                      "order A-1: delivered", "ok")
+    assert tc["span_id"] in {sp["span_id"] for sp in doc["spans"] if sp["kind"] == "tool"}
+    assert third["tool_calls"] == [] and third["raw_completion"].endswith("Answer: Order A-1 was delivered.")
+    assert third["latency_ms"]["tools"] == pytest.approx(tc["latency_ms"])  # the wait for the tool
+
+
 def test_instrument_is_idempotent_and_uninstrument_removes_exactly_it(tracer):
     from llama_index.core.instrumentation import get_dispatcher
     from llmtrace_llamaindex import LLMTraceInstrumentor

@@ -171,11 +171,13 @@ class LLMTraceInstrumentor:
             else:
                 root = TraceContext(ordered_id(), generated=True)
                 self.last_trace_id = root.trace_id
+        name = id_.partition("-")[0]
         if isinstance(instance, BaseTool):
             kind, convert = "tool", X.tool_inputs
+            name = getattr(getattr(instance, "metadata", None), "name", None) or name  # the tool's own name
         else:
             kind, convert = "chain", X.span_inputs
-        self._submit((START, _now(), id_, parent, kind, id_.partition("-")[0], root, convert, bound_args, None, None))
+        self._submit((START, _now(), id_, parent, kind, name, root, convert, bound_args, None, None))
 
     def _drop(self, id_: str, err: BaseException | None) -> None:
         now = _now()
