@@ -7,6 +7,12 @@ a foreground ratio (median traced call / median untraced call) and an amortized 
 + final flush) / N / median untraced call), both against the untraced block measured just before it,
 so drift on a shared machine cancels out; the figures are medians over rounds. It also checks that
 every LLM call is in the database.
+
+    python bench/overhead.py --processes 5 [...]
+
+runs the whole measurement in 5 fresh interpreters, one after the other, and prints each one's
+ratios and their median: on a shared 2-core machine the untraced speed itself moves by a third
+from one process to the next (memory layout, neighbours), more than within a process.
 """
 
 from __future__ import annotations
@@ -47,7 +53,10 @@ def main() -> None:
     ap.add_argument("--workloads", default="W1,W2,W3")
     ap.add_argument("--capture", default="redacted", choices=["full", "redacted", "metadata"],
                     help="capture mode of the traced runs (redacted is the default; metadata stores no content)")
+    ap.add_argument("--processes", type=int, default=1, help="repeat in this many fresh processes; print the median")
     args = ap.parse_args()
+    if args.processes > 1:
+        return across_processes(args)
     tmp = tempfile.mkdtemp(prefix="llmtrace-bench-")
     print(f"python {sys.version.split()[0]}, n={args.n} calls x {args.rounds} rounds, capture={args.capture}, "
           f"SQLite in {tmp}")
@@ -102,7 +111,31 @@ def main() -> None:
         ok = "ok" if llm_rows == expected and health["dropped"] == 0 and health["failed"] == 0 else "MISSING"
         fg, am = statistics.median(fg_ratio), statistics.median(am_ratio)
         print(f"{name + ' ' + DESCRIPTIONS[name]:<52} {b:>11.0f} {t:>10.0f} {fg:>7.2f}x {a:>12.0f} {am:>10.2f}x "
-              f"{llm_rows:>6}/{expected} {ok}")
+              f"{llm_rows:>6}/{expected} {ok}", flush=True)
+
+
+def across_processes(args) -> None:
+    import re
+    import subprocess
+
+    found: dict[str, list[tuple[float, float, str]]] = {}
+    cmd = [sys.executable, os.path.abspath(__file__), "--n", str(args.n), "--rounds", str(args.rounds),
+           "--workloads", args.workloads, "--capture", args.capture]
+    for i in range(args.processes):
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            m = re.match(r"(W\d) .* ([\d.]+)x +\d+ +([\d.]+)x +\S+ (\S+)$", line)
+            if m:
+                found.setdefault(m.group(1), []).append((float(m.group(2)), float(m.group(3)), m.group(4)))
+        print(f"process {i + 1}: " + "  ".join(f"{w} fg {v[-1][0]:.2f}x amortized {v[-1][1]:.2f}x"
+                                                for w, v in found.items()), flush=True)
+    print(f"median over {args.processes} processes (capture={args.capture}):")
+    for w, values in found.items():
+        fg = statistics.median(v[0] for v in values)
+        am = sorted(v[1] for v in values)
+        ok = "all records in the database" if all(v[2] == "ok" for v in values) else "MISSING records"
+        print(f"  {w} {DESCRIPTIONS[w]:<50} foreground {fg:.2f}x  amortized {statistics.median(am):.2f}x "
+              f"(range {am[0]:.2f}-{am[-1]:.2f})  {ok}")
 
 
 if __name__ == "__main__":
