@@ -77,3 +77,18 @@ def handler(tracer):
 
 def new_id() -> str:
     return f"test-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def analysis(db_url):
+    """A store with known answers for stats, trace search and alerts (see tests/analysis_data.py),
+    and a Tracer on it that prices the fixture's models; its rows are removed afterwards."""
+    from tests import analysis_data
+
+    tracer = llmtrace.Tracer(db_url, prices=analysis_data.PRICES, flush_interval_seconds=0.05)
+    tracer.schema_version()
+    st = analysis_data.build(db_url, tracer._user_hash_key())
+    st.tracer = tracer
+    yield st
+    tracer.close()
+    analysis_data.remove(st)

@@ -16,23 +16,14 @@ COST_A = (100 * 1 + 10 * 2) / 1e6 + (200 * 1 + 20 * 2) / 1e6 + (200 * 1 + 100 * 
 COST_B3, COST_B4 = (1000 * 10 + 100 * 30) / 1e6, (400 * 10 + 40 * 30) / 1e6
 
 
-@pytest.fixture
-def data(db_url):
-    tracer = llmtrace.Tracer(db_url, prices=analysis_data.PRICES, flush_interval_seconds=0.05)
-    tracer.schema_version()
-    st = analysis_data.build(db_url, tracer._user_hash_key())
-    st.tracer = tracer
-    yield st
-    tracer.close()
-    analysis_data.remove(st)
 
 
 def by_key(rows, key):
     return {r[key]: r for r in rows}
 
 
-def test_stats_by_model(data):
-    rows = by_key(data.tracer.stats("model", environment=data.env), "model")
+def test_stats_by_model(analysis):
+    rows = by_key(analysis.tracer.stats("model", environment=analysis.env), "model")
     assert set(rows) == {"model-a", "model-b", "mystery"}
     a, b, m = rows["model-a"], rows["model-b"], rows["mystery"]
     assert (a["calls"], a["traces"], a["input_tokens"], a["output_tokens"]) == (4, 3, 600, 60)
@@ -55,86 +46,86 @@ def test_stats_by_model(data):
     assert m["errors_by_type"] == {"rate_limit": 1} and m["error_rate"] == 1.0 and m["feedback_abandoned"] == 1
 
 
-def test_stats_by_version_feature_team_user_prompt(data):
-    t = data.tracer
-    versions = by_key(t.stats("version", environment=data.env), "version")
+def test_stats_by_version_feature_team_user_prompt(analysis):
+    t = analysis.tracer
+    versions = by_key(t.stats("version", environment=analysis.env), "version")
     assert set(versions) == {"model-a-2026", "model-b-2026", None} and versions[None]["calls"] == 1
 
-    features = by_key(t.stats("feature", environment=data.env), "feature")
+    features = by_key(t.stats("feature", environment=analysis.env), "feature")
     refunds, search = features["refunds"], features["search"]
     assert (refunds["calls"], refunds["traces"], search["calls"], search["traces"]) == (4, 3, 3, 3)
     assert refunds["cost_usd"] == pytest.approx(COST_A - 0 + COST_B3)
     assert search["cost_usd"] == pytest.approx(COST_B4) and search["unpriced_calls"] == 1
     assert refunds["errors_by_type"] == {"timeout": 1} and search["errors_by_type"] == {"rate_limit": 1}
 
-    teams = by_key(t.stats("team", environment=data.env), "team")
+    teams = by_key(t.stats("team", environment=analysis.env), "team")
     assert teams["support"]["calls"] == 4 and teams["growth"]["calls"] == 3
 
-    users = by_key(t.stats("user", environment=data.env), "user")
-    alice = users[data.user("alice")]
+    users = by_key(t.stats("user", environment=analysis.env), "user")
+    alice = users[analysis.user("alice")]
     assert alice["calls"] == 3 and alice["traces"] == 2 and alice["input_tokens"] == 1300
     assert users[None]["calls"] == 1  # T6 has no user
 
-    prompts = by_key(t.stats("prompt-version", environment=data.env), "prompt_version")
+    prompts = by_key(t.stats("prompt-version", environment=analysis.env), "prompt_version")
     assert prompts["v1"]["calls"] == 5 and prompts["v2"]["calls"] == 1 and prompts["v2"]["error_rate"] == 1.0
 
-    assert [(r["provider"], r["calls"]) for r in t.stats("provider", environment=data.env)] == [("test", 7)]
-    assert [(r["environment"], r["calls"]) for r in t.stats("environment", environment=data.env)] == [(data.env, 7)]
-    hours = t.stats("hour", environment=data.env)
-    assert [r["hour"] for r in hours] == sorted({data.at(d).strftime("%Y-%m-%dT%H:00") for d in (-2, -1, 0)})
+    assert [(r["provider"], r["calls"]) for r in t.stats("provider", environment=analysis.env)] == [("test", 7)]
+    assert [(r["environment"], r["calls"]) for r in t.stats("environment", environment=analysis.env)] == [(analysis.env, 7)]
+    hours = t.stats("hour", environment=analysis.env)
+    assert [r["hour"] for r in hours] == sorted({analysis.at(d).strftime("%Y-%m-%dT%H:00") for d in (-2, -1, 0)})
 
-    both = t.stats("feature,model", environment=data.env)
+    both = t.stats("feature,model", environment=analysis.env)
     assert {(r["feature"], r["model"]): r["calls"] for r in both} == {
         ("refunds", "model-a"): 3, ("refunds", "model-b"): 1, ("search", "model-b"): 1,
         ("search", "mystery"): 1, ("search", "model-a"): 1}
 
 
-def test_stats_by_day_and_turn_show_token_trends(data):
-    t = data.tracer
-    days = t.stats("day", environment=data.env)
-    assert [r["day"] for r in days] == [data.at(d).date().isoformat() for d in (-2, -1, 0)]  # oldest first
+def test_stats_by_day_and_turn_show_token_trends(analysis):
+    t = analysis.tracer
+    days = t.stats("day", environment=analysis.env)
+    assert [r["day"] for r in days] == [analysis.at(d).date().isoformat() for d in (-2, -1, 0)]  # oldest first
     assert [r["calls"] for r in days] == [3, 2, 2]
     assert [r["avg_input_tokens"] for r in days] == [200, 700, 500]
 
-    turns = t.stats("turn", environment=data.env)
+    turns = t.stats("turn", environment=analysis.env)
     # a session's n-th trace: s1 = T1, T2, T3 and s2 = T4, T5; T6 has no session
     assert [(r["turn"], r["calls"], r["avg_input_tokens"]) for r in turns] == [
         (1, 3, round((100 + 200 + 400) / 3, 1)), (2, 2, 400), (3, 1, 1000), (None, 1, None)]
 
 
-def test_stats_since_until_and_filters(data):
-    t = data.tracer
-    recent = by_key(t.stats("model", since=data.at(-1) - timedelta(hours=1), environment=data.env), "model")
+def test_stats_since_until_and_filters(analysis):
+    t = analysis.tracer
+    recent = by_key(t.stats("model", since=analysis.at(-1) - timedelta(hours=1), environment=analysis.env), "model")
     assert set(recent) == {"model-b", "mystery", "model-a"} and recent["model-a"]["calls"] == 1  # only T6
-    window = t.stats(None, since=data.at(-2) - timedelta(hours=1), until=data.at(-1) - timedelta(hours=1),
-                     environment=data.env)
+    window = t.stats(None, since=analysis.at(-2) - timedelta(hours=1), until=analysis.at(-1) - timedelta(hours=1),
+                     environment=analysis.env)
     assert len(window) == 1 and window[0]["calls"] == 3
-    assert t.stats("model", feature="search", model="model-b", environment=data.env)[0]["calls"] == 1
-    assert t.stats("model", user="alice", environment=data.env)[0]["calls"] == 2  # the raw id is hashed
-    assert t.stats("model", user=data.user("alice"), environment=data.env)[0]["calls"] == 2  # the stored hash too
+    assert t.stats("model", feature="search", model="model-b", environment=analysis.env)[0]["calls"] == 1
+    assert t.stats("model", user="alice", environment=analysis.env)[0]["calls"] == 2  # the raw id is hashed
+    assert t.stats("model", user=analysis.user("alice"), environment=analysis.env)[0]["calls"] == 2  # the stored hash too
     assert t.stats("model", since="30d", feature="no-such-feature") == []
 
 
-def test_stats_dataframe_and_bad_input(data):
-    df = data.tracer.stats_dataframe("feature", environment=data.env)
+def test_stats_dataframe_and_bad_input(analysis):
+    df = analysis.tracer.stats_dataframe("feature", environment=analysis.env)
     assert sorted(df["feature"]) == ["refunds", "search"] and int(df["calls"].sum()) == 7
     with pytest.raises(llmtrace.ConfigError, match="choose from model, version"):
-        data.tracer.stats("colour")
+        analysis.tracer.stats("colour")
     with pytest.raises(llmtrace.ConfigError, match="since is an age like"):
-        data.tracer.stats(since="last tuesday")
+        analysis.tracer.stats(since="last tuesday")
 
 
-def test_stats_cli_json_csv_and_table(data):
+def test_stats_cli_json_csv_and_table(analysis):
     from tests.test_cli import llmtrace as run
 
-    out = run("stats", "--db", data.url, "--by", "feature", "--json", "--since", "30d")
+    out = run("stats", "--db", analysis.url, "--by", "feature", "--json", "--since", "30d")
     assert out.returncode == 0, out.stderr
     rows = [r for r in json.loads(out.stdout) if r["feature"] in ("refunds", "search")]
     assert len(rows) >= 2  # (the server databases also hold other tests' calls)
-    csv_out = run("stats", "--db", data.url, "--by", "day,model", "--csv")
+    csv_out = run("stats", "--db", analysis.url, "--by", "day,model", "--csv")
     header = csv_out.stdout.splitlines()[0].split(",")
     assert header[:3] == ["day", "model", "calls"] and "latency_p95_ms" in header and "feedback_edited" in header
-    table = run("stats", "--db", data.url, "--by", "model")
+    table = run("stats", "--db", analysis.url, "--by", "model")
     assert table.returncode == 0 and "p95 ms" in table.stdout and "model-a" in table.stdout
 
 
