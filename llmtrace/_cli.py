@@ -8,9 +8,11 @@ import os
 import sys
 from collections.abc import Sequence
 
+from llmtrace._alerts import RULES
 from llmtrace._config import DEFAULT_URL
 from llmtrace._errors import LLMTraceError
 from llmtrace._output import add_output_flags, col, emit, ms, pct, usd
+from llmtrace._query import ACTIONS
 
 
 def _db_default() -> str:
@@ -86,7 +88,7 @@ def cmd_stats(args) -> int:
         col("by type", lambda r: ", ".join(f"{k} {v}" for k, v in list(r["errors_by_type"].items())[:3]), left=True),
         col("parse ✗", lambda r: pct(r["parse_failure_rate"])), col("valid ✗", lambda r: pct(r["validation_failure_rate"])),
         col("acc/edit/retry/aband", lambda r: "/".join(str(r[f"feedback_{a}"]) for a in
-                                                       ("accepted", "edited", "retried", "abandoned"))),
+                                                       ACTIONS)),
     ]
     window = f" since {args.since}" if args.since else ""
     emit(args, rows, columns, f"LLM calls by {', '.join(dims) or 'all'}{window}", f"no LLM calls{window} in {args.db}")
@@ -199,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["ok", "error", "open"])
     p.add_argument("--error-type", help="a span failed with this error type (timeout, rate_limit, auth, ...)")
     p.add_argument("--validation-failed", action="store_true", help="a parse or validation check failed")
-    p.add_argument("--action", choices=["accepted", "edited", "retried", "abandoned"], help="the user's last action")
+    p.add_argument("--action", choices=ACTIONS, help="the user's last action")
     p.add_argument("--min-cost", type=float, help="total cost at least this many USD")
     p.add_argument("--min-latency", type=float, help="trace latency at least this many milliseconds")
     p.add_argument("--chunk", help="used a retrieved chunk with this source id")
@@ -223,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "spike (2x p95), error rate over 5%/hour, tokens near the context limit.", cmd_alerts)
     p.add_argument("--since", default="24h", help="alerts fired by calls since: 24h (default), 7d, or a date/time")
     p.add_argument("--until", help="only calls before this (same forms as --since)")
-    p.add_argument("--rule", action="append", choices=["cost_spike", "latency_spike", "error_rate", "context_limit"],
+    p.add_argument("--rule", action="append", choices=RULES,
                    help="only these rules (repeatable; default all)")
     p.add_argument("--feature")
     p.add_argument("--model")
@@ -235,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="jsonl (whole rows), openai (chat messages + the reference answer), dataset (inputs / "
                         "expected_output), parquet")
     p.add_argument("--validation", choices=["passed", "failed"], help="only calls whose validations all passed / one failed")
-    p.add_argument("--action", action="append", choices=["accepted", "edited", "retried", "abandoned"],
+    p.add_argument("--action", action="append", choices=ACTIONS,
                    help="only traces whose user's last action is this (repeatable)")
     p.add_argument("--label", action="append", choices=["positive", "negative", "corrected"],
                    help="only these labels (repeatable)")

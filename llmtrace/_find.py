@@ -18,7 +18,7 @@ from llmtrace import _schema as S
 from llmtrace._cost import PriceBook
 from llmtrace._errors import ConfigError
 from llmtrace._query import ACTIONS
-from llmtrace._read import iso
+from llmtrace._read import _sum, iso
 from llmtrace._serialize import loads
 from llmtrace._store import Store, utcnow
 
@@ -170,8 +170,3 @@ def _describe(conn: sa.Connection, traces: list[sa.Row], prices: PriceBook) -> l
             "action": actions.get(tr.trace_id),
         })
     return out
-
-
-def _sum(values) -> Any:
-    present = [v for v in values if v is not None]
-    return sum(present) if present else None

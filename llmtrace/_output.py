@@ -7,12 +7,12 @@ JSON and CSV outputs carry every field of the rows, not only the ones shown.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import sys
 from collections.abc import Callable
 from typing import Any
-
-from llmtrace._stats import to_csv
 
 Column = tuple[str, Callable[[dict[str, Any]], Any], bool]  # (title, value of a row, left-aligned)
 
@@ -75,3 +75,16 @@ def usd(value: float | None) -> str | None:
     if value is None:
         return None
     return f"${value:,.2f}" if value >= 1 else f"${value:.6f}".rstrip("0")
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """Flat CSV: ``errors_by_type`` becomes ``type:n;type:n``."""
+    buf = io.StringIO()
+    if not rows:
+        return ""
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (";".join(f"{t}:{n}" for t, n in v.items()) if isinstance(v, dict) else v)
+                         for k, v in row.items()})
+    return buf.getvalue()

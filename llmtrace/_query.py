@@ -14,7 +14,7 @@ from llmtrace._errors import ConfigError
 from llmtrace._retention import parse_age
 from llmtrace._store import utcnow
 
-ACTIONS = ("accepted", "edited", "retried", "abandoned")
+ACTIONS = ("accepted", "edited", "retried", "abandoned")  # what a user finally did with an answer
 
 # One LLM call as stats and alerts see it: the call's columns, then its trace's attributes.
 _C, _T = S.llm_calls, S.traces
@@ -30,6 +30,7 @@ TRACE_ATTRS = ("feature", "team", "user_hash", "prompt_version", "session_id", "
 AT = {name: i for i, name in enumerate([c.name for c in _CALL_COLUMNS] + list(TRACE_ATTRS))}
 _NO_TRACE = (None,) * len(TRACE_ATTRS)
 _SLACK = timedelta(days=1)  # a trace starts before its calls: how far before a window its traces are read
+
 
 def time_bound(value: Any, name: str = "since") -> datetime | None:
     """A point in time (naive UTC, as stored) from a datetime, a date, an ISO string, or an age

@@ -17,9 +17,6 @@ Definitions, so numbers can be checked by hand:
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Iterable
 from datetime import datetime
@@ -205,20 +202,3 @@ def _turns(conn: sa.Connection, since: datetime | None) -> dict[str, int]:
     turn = sa.func.row_number().over(partition_by=t.c.session_id, order_by=(t.c.started_at, t.c.trace_id))
     stmt = sa.select(t.c.trace_id, turn).where(t.c.session_id.in_(active.distinct().scalar_subquery()))
     return dict(conn.execute(stmt).all())
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    """Flat CSV: ``errors_by_type`` becomes ``type:n;type:n``."""
-    buf = io.StringIO()
-    if not rows:
-        return ""
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (";".join(f"{t}:{n}" for t, n in v.items()) if isinstance(v, dict) else v)
-                         for k, v in row.items()})
-    return buf.getvalue()
-
-
-def to_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=2, ensure_ascii=False)

@@ -19,12 +19,13 @@ from llmtrace._config import CAPTURE_MODES, Settings, make_settings
 from llmtrace._cost import PriceBook, default_pricebook, prices_from_env
 from llmtrace._errors import ConfigError, InvalidFeedback
 from llmtrace._privacy import Processor, hash_user_id, is_user_hash
+from llmtrace._query import ACTIONS
 from llmtrace._recorder import Recorder
 from llmtrace._redact import as_processor
 from llmtrace._store import Store, new_secret
 from llmtrace._writer import Writer
 
-FEEDBACK_ACTIONS = ("accepted", "edited", "retried", "abandoned", "rated")
+FEEDBACK_ACTIONS = (*ACTIONS, "rated")
 _MAX_ID = 128
 
 _live: weakref.WeakSet[Tracer] = weakref.WeakSet()
