@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 MAX_DEPTH = 32
 _MAX_ITEMS = 10_000
 
@@ -73,20 +75,30 @@ def _default(obj: Any) -> Any:
     return to_jsonable(obj)
 
 
-_fast = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default).encode
-
-
 def dumps(obj: Any) -> str:
-    """JSON text of ``obj``; lone surrogates are escaped so every database accepts the text."""
-    try:  # plain data: the C encoder, no Python walk
-        text = _fast(obj)
-    except (ValueError, TypeError, RecursionError):  # NaN, cycles, odd keys: the careful walk
-        text = json.dumps(to_jsonable(obj), ensure_ascii=False, separators=(",", ":"))
+    """JSON text of ``obj`` (compact, non-ASCII kept as is) that every database accepts.
+
+    orjson writes plain data about ten times faster than the standard library, which matters on
+    the writer thread; NaN and infinities become null, as in JavaScript. What orjson refuses (lone
+    surrogates, integers beyond 64 bits, non-string keys, cycles) takes the careful walk, which
+    escapes lone surrogates and turns everything else into a readable marker.
+    """
+    try:
+        return orjson.dumps(obj, default=_default).decode()
+    except (TypeError, ValueError, RecursionError):  # orjson.JSONEncodeError is a TypeError
+        pass
+    text = json.dumps(to_jsonable(obj), ensure_ascii=False, separators=(",", ":"))
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+def stdlib_dumps(obj: Any) -> str:
+    """The text ``dumps`` wrote before it used orjson (they differ only in how some floats look):
+    audit digests recorded then are checked against it."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default)
 
 
 def loads(text: str | None) -> Any:
