@@ -21,6 +21,7 @@ from llmtrace._errors import TraceNotFound
 from llmtrace._events import system_prompt_of
 from llmtrace._render import render_text
 from llmtrace._serialize import loads
+from llmtrace._shared import resolve
 from llmtrace._store import Store, utcnow
 
 
@@ -102,6 +103,8 @@ def load_trace(store: Store, trace_id: str, prices: PriceBook | None = None) -> 
         for r in _rows(conn, S.contents, trace_id, S.contents.c.created_at):
             for owner, fields in (loads(r["body"]) or {}).items():
                 contents[owner] = (fields, r["expires_at"])
+    now = utcnow()
+    resolve({o: f for o, (f, exp) in contents.items() if exp is None or exp > now})
     doc = _assemble(trace_id, dict(trace_row._mapping) if trace_row else None, spans, llms, tools, chunk_rows, vals, fbs,
                     contents)
     _add_costs(doc, prices or default_pricebook())

@@ -23,7 +23,8 @@ from llmtrace._audit import CONTENT, sha256_text
 from llmtrace._classify import describe, is_parse_failure
 from llmtrace._privacy import Processor, hash_user_id, run_processors
 from llmtrace._redact import Redactor
-from llmtrace._serialize import digest, dumps, loads, to_jsonable
+from llmtrace._serialize import digest, dumps, to_jsonable
+from llmtrace._shared import forget, share
 
 _RECENT_SPANS = 50_000
 _LIVE_TRACES = 20_000
@@ -76,7 +77,7 @@ class _Span:
 
 class _Trace:
     __slots__ = ("trace_id", "attrs", "capture", "retrievers", "llm_calls", "requests", "tool_ms",
-                 "roots_open", "fresh")
+                 "roots_open", "fresh", "strings")
 
     def __init__(self, trace_id: str, attrs: dict, capture: str):
         self.trace_id = trace_id
@@ -88,6 +89,7 @@ class _Trace:
         self.tool_ms: dict[str, float] = {}  # tool-call id -> latency of the tool run
         self.roots_open = 0
         self.fresh = False  # a generated id that no row can have yet: insert without looking
+        self.strings: dict[str, list] = {}  # long strings stored so far -> where (see _shared)
 
 
 class Recorder:
@@ -295,9 +297,9 @@ class Recorder:
             "latency_ms": latency, "status": status, "error_type": error["type"] if error else None,
             "link_span_id": link, "tool_call_id": span.start.get("tool_call_id"), "position": None,
         })
+        if self._debug and kind == "llm":  # before _content: it may make repeated text references
+            L.debug_print(rows.llm_calls[-1], self._processed(trace.capture, content) if content else {})
         self._content(span_id, trace, content, rows)
-        if self._debug and kind == "llm":
-            L.debug_print(rows.llm_calls[-1], loads(rows.pending_content.get(trace.trace_id, {}).get(span_id, "{}")))
         if span.is_root:
             self._root_end(span, t, latency, status, rows)
 
@@ -478,20 +480,37 @@ class Recorder:
     # -- content -----------------------------------------------------------------------------
 
     def _content(self, owner_id: str, trace: _Trace | str, fields: dict[str, Any], rows: Rows) -> None:
-        if isinstance(trace, _Trace):
+        """Queue ``fields`` for storage: redacted, processed, long strings stored once per trace."""
+        live = isinstance(trace, _Trace)
+        if live:
             trace_id, capture = trace.trace_id, trace.capture
         else:
             trace_id, capture = trace, self._capture
         if capture == "metadata" or not fields:
             return
-        chain = [self._redactor(capture), *self.processors] if capture == "redacted" else [self._redactor(capture)]
-        fields = run_processors(fields, chain, lambda exc: self._problem("processor", exc))
+        if live and not (self.processors and capture == "redacted"):
+            try:  # redacted, with what the trace stored already as references, in one walk
+                fields = self._redactor(capture).shared(fields, owner_id, trace.strings)
+            except Exception as exc:  # fail closed
+                self._problem("processor", exc)
+                forget(owner_id, trace.strings)
+                fields = {k: "[PROCESSOR_FAILED]" for k in fields}
+        else:
+            fields = self._processed(capture, fields)
+            if live:  # after the user's processors, which never see references
+                fields = share(fields, owner_id, trace.strings)
         # Kept as JSON text until the batch is written: nested dicts and lists waiting in a batch
         # are containers the garbage collector walks (and promotes) on the application's thread.
         text = dumps(fields)
         if len(text) > self._cap:
+            if live:
+                forget(owner_id, trace.strings)
             text = dumps({k: self._capped(v) for k, v in fields.items()})
         rows.pending_content.setdefault(trace_id, {})[owner_id] = text
+
+    def _processed(self, capture: str, fields: dict[str, Any]) -> dict[str, Any]:
+        chain = [self._redactor(capture), *self.processors] if capture == "redacted" else [self._redactor(capture)]
+        return run_processors(fields, chain, lambda exc: self._problem("processor", exc))
 
     def _redactor(self, capture: str) -> Redactor:
         """Secrets go in every mode; PII in ``redacted`` (the default)."""

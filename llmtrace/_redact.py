@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmtrace._privacy import is_secret_key
+from llmtrace._shared import DEPTH as _SHARE_DEPTH
+from llmtrace._shared import share_text
 
 
 @dataclass(frozen=True)
@@ -294,6 +296,23 @@ class Redactor:
 
     def __call__(self, fields: dict[str, Any]) -> dict[str, Any]:
         return {k: self.value(v) for k, v in fields.items()}
+
+    def shared(self, fields: dict[str, Any], owner: str, seen: dict[str, list]) -> dict[str, Any]:
+        """``self(fields)``, with the long strings its trace stored already as references
+        (``_shared.share``), in one walk instead of two."""
+        root = (None, owner)
+        return {k: self._shared(v, seen, (root, k), _SHARE_DEPTH) for k, v in fields.items()}
+
+    def _shared(self, value: Any, seen: dict[str, list], path: tuple, depth: int) -> Any:
+        cls = type(value)
+        if cls is str or (cls is not dict and cls is not list and isinstance(value, str)):
+            return share_text(self.text(value), seen, path)
+        if depth and cls is dict:  # the same rule as ``value`` for values under secret-looking keys
+            return {k: ("[SECRET]" if type(k) is str and is_secret_key(k) and v not in (None, "")
+                        else self._shared(v, seen, (path, k), depth - 1)) for k, v in value.items()}
+        if depth and cls is list:
+            return [self._shared(v, seen, (path, i), depth - 1) for i, v in enumerate(value)]
+        return self.value(value, _SHARE_DEPTH - depth)
 
 
 def regex_processor(pattern: str | re.Pattern[str], placeholder: str = "REDACTED") -> Callable[[dict], dict]:
