@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from llama_index.core.schema import BaseNode
+
 from llmtrace._events import system_prompt_of
 from llmtrace._serialize import to_jsonable
 
@@ -117,7 +119,36 @@ def llm_end(response: Any) -> dict[str, Any]:
             "finish_reason": finish, "raw_completion": text, "tool_requests": requests or None, "n_generations": 1}
 
 
-_SCALARS = (str, int, float, bool, type(None))
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+_SHAPES: dict[type, str] = {}  # class -> how ``value`` shows its instances, decided once per class
+
+
+def _shape(cls: type) -> str:
+    shape = _SHAPES.get(cls)
+    if shape is not None:
+        return shape
+    name = cls.__name__
+    if issubclass(cls, (list, tuple)):
+        shape = "sequence"
+    elif issubclass(cls, dict):
+        shape = "mapping"
+    elif name == "QueryBundle":
+        shape = "query"
+    elif name == "NodeWithScore":
+        shape = "scored_node"
+    elif issubclass(cls, BaseNode):
+        shape = "node"
+    elif name == "ChatMessage":
+        shape = "message"
+    elif name in ("CompletionResponse", "ChatResponse"):
+        shape = "response"
+    elif name.endswith(("Event", "ToolCall", "ToolCallResult")) and hasattr(cls, "model_dump"):
+        shape = "dump"
+    else:
+        shape = "name"
+    if len(_SHAPES) < 4096:
+        _SHAPES[cls] = shape
+    return shape
 
 
 def value(v: Any, depth: int = 0) -> Any:
@@ -127,34 +158,35 @@ def value(v: Any, depth: int = 0) -> Any:
     retriever span); embedding vectors keep their size; models, prompts and other components keep
     their class name. Walking LlamaIndex objects in full would cost more than the query.
     """
-    if type(v) in _SCALARS:
+    cls = type(v)
+    if cls in _SCALARS:
         return v
     if depth > 4:
-        return f"<{type(v).__name__}>"
-    if isinstance(v, (list, tuple)):
+        return f"<{cls.__name__}>"
+    shape = _shape(cls)
+    if shape == "sequence":
         if len(v) > 32 and all(type(x) is float for x in v[:8]):
             return f"<vector of {len(v)} floats>"
         return [value(x, depth + 1) for x in v[:100]]
-    if isinstance(v, dict):
+    if shape == "mapping":
         return {str(k): value(x, depth + 1) for k, x in list(v.items())[:100]}
-    name = type(v).__name__
-    if name == "QueryBundle":
+    if shape == "query":
         return {"query_str": v.query_str}
-    if name == "NodeWithScore":
+    if shape == "scored_node":
         node = v.node
         return {"node_id": node.node_id, "source_id": node.ref_doc_id, "score": v.score}
-    if hasattr(v, "node_id") and hasattr(v, "get_content"):
-        return {"node_id": v.node_id, "source_id": getattr(v, "ref_doc_id", None)}
-    if name == "ChatMessage":
+    if shape == "node":
+        return {"node_id": v.node_id, "source_id": v.ref_doc_id}
+    if shape == "message":
         return message(v)
-    if name in ("CompletionResponse", "ChatResponse"):
+    if shape == "response":
         return getattr(v, "text", None) or str(v)
-    if name.endswith(("Event", "ToolCall", "ToolCallResult")) and hasattr(v, "model_dump"):
+    if shape == "dump":
         try:
             return value(v.model_dump(), depth + 1)
         except Exception:
-            return f"<{name}>"
-    return f"<{name}>"
+            return f"<{cls.__name__}>"
+    return f"<{cls.__name__}>"
 
 
 def span_inputs(bound_args: Any) -> dict[str, Any]:
