@@ -9,6 +9,7 @@ reported; nothing is ever raised into the caller.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -17,6 +18,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from loguru import logger
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -68,7 +70,7 @@ class Writer:
         self.wake = threading.Event()
         self.stopping = False
         self.thread: threading.Thread | None = None
-        self.busy = False
+        self.waiters = 0  # threads inside flush()
         self._last_sweep = time.monotonic()
         self.purge_interval = purge_interval
         self.audit = recorder.audit
@@ -120,16 +122,22 @@ class Writer:
                 self._drain_inline()
             return not self.queue
         done = threading.Event()
-        self.queue.append((E.BARRIER, done))
-        self.wake.set()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not done.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))):
-            if not self.alive():
-                self._drain_inline()  # the writer died (it should not): do its work here
-                return not self.queue
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-        return True
+        with self.counters.lock:
+            self.waiters += 1  # someone is blocked on the writer: it writes for speed, not for stealth
+        try:
+            self.queue.append((E.BARRIER, done))
+            self.wake.set()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not done.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))):
+                if not self.alive():
+                    self._drain_inline()  # the writer died (it should not): do its work here
+                    return not self.queue
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+            return True
+        finally:
+            with self.counters.lock:
+                self.waiters -= 1
 
     def stop(self, timeout: float | None) -> bool:
         ok = self.flush(timeout)
@@ -214,7 +222,7 @@ class Writer:
             try:
                 self.store.ensure_schema()
                 with self.store.engine.begin() as conn:
-                    write_rows(conn, rows, self.audit)
+                    write_rows(conn, rows, self.audit, unobtrusive=not self.waiters)
                 self._written(rows, total)
                 return
             except IntegrityError as exc:
@@ -315,11 +323,16 @@ def _insert_sql(conn: sa.Connection, table: sa.Table) -> tuple[str, list[str], b
     return found
 
 
-def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
+def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict], as_json: bool = False) -> None:
     # executemany at the driver level: SQLAlchemy's per-row type processing costs more than the
-    # insert itself on SQLite. Rows carry times as wall-clock nanoseconds, converted here.
+    # insert itself on SQLite. Rows carry times as wall-clock nanoseconds, converted here (in
+    # place: the audit chain digests the rows as stored). ``as_json``: SQLite takes them as one
+    # JSON document instead (see _sqlite_json).
     sql, names, positional, times = _insert_sql(conn, table)
-    conv = _sqlite_time if conn.dialect.name == "sqlite" else to_datetime
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite and as_json and _SQLITE_JSON and _sqlite_json(conn, table, names, times, rows):
+        return
+    conv = _sqlite_time if sqlite else to_datetime
     if times:
         for r in rows:
             for n in times:
@@ -327,17 +340,21 @@ def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
                 if type(v) is int:
                     r[n] = conv(v)
     if positional:
-        getter = itemgetter(*names)
-        try:
-            params = [getter(r) for r in rows]
-        except KeyError:  # a row without some optional column
-            params = [tuple(r.get(n) for n in names) for r in rows]
+        params = _tuples(rows, names)
     else:
         params = [{n: r.get(n) for n in names} for r in rows]
-    if conn.dialect.name == "sqlite" and len(rows) > 1:
+    if sqlite and len(rows) > 1:
         _sqlite_multirow(conn, sql, names, params)
     else:
         conn.exec_driver_sql(sql, params)
+
+
+def _tuples(rows: list[dict], names: list[str]) -> list[tuple]:
+    getter = itemgetter(*names)
+    try:
+        return [getter(r) for r in rows]
+    except KeyError:  # a row without some optional column
+        return [tuple(r.get(n) for n in names) for r in rows]
 
 
 _SQLITE_MAX_VARS = 30_000  # SQLite >= 3.32 allows 32766 bound parameters per statement
@@ -355,14 +372,55 @@ def _sqlite_multirow(conn: sa.Connection, sql: str, names: list[str], params: li
         conn.exec_driver_sql(head + " VALUES " + ",".join([one] * len(chunk)), tuple(chain.from_iterable(chunk)))
 
 
-def write_rows(conn: sa.Connection, rows: Rows, audit: bool = False) -> None:
+# SQLite >= 3.38 has JSON built in (and the ->> operator).
+_SQLITE_JSON = sqlite3.sqlite_version_info >= (3, 38, 0)
+_json_sql: dict[str, str] = {}
+
+
+def _sqlite_json(conn: sa.Connection, table: sa.Table, names: list[str], times: frozenset[str],
+                 rows: list[dict]) -> bool:
+    """Insert ``rows`` as one JSON array that SQLite unpacks itself (``json_each``).
+
+    Binding parameters holds the GIL: about 3 us per row of a dozen columns, taken from the
+    application's thread. One text parameter, parsed inside sqlite3_step (which runs without the
+    GIL), leaves the application alone; nanosecond times are formatted there too. Returns False
+    (nothing written) for rows orjson refuses, which then take the binding path.
+    """
+    try:
+        payload = orjson.dumps(_tuples(rows, names), default=_json_time, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    except TypeError:  # lone surrogates, integers beyond 64 bits: bound one by one instead
+        return False
+    sql = _json_sql.get(table.name)
+    if sql is None:
+        cols = []
+        for i, n in enumerate(names):
+            v = f"value->>{i}"
+            cols.append(f"CASE WHEN typeof({v}) = 'integer' THEN strftime('%Y-%m-%d %H:%M:%S', {v} / 1000000000, "
+                        f"'unixepoch') || printf('.%06d', {v} / 1000 % 1000000) ELSE {v} END" if n in times else v)
+        sql = _json_sql[table.name] = (f"INSERT INTO {table.name} ({', '.join(names)}) "
+                                       f"SELECT {', '.join(cols)} FROM json_each(?)")
+    conn.exec_driver_sql(sql, (payload.decode(),))
+    return True
+
+
+def _json_time(value: Any) -> str:
+    if isinstance(value, datetime):  # a merged trace row: the text SQLAlchemy writes for DateTime
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    raise TypeError(type(value).__name__)
+
+
+def write_rows(conn: sa.Connection, rows: Rows, audit: bool = False, unobtrusive: bool = False) -> None:
+    """Insert a batch. ``unobtrusive``: the application is running, nobody waits for this batch,
+    so on SQLite hold the GIL as little as possible (rows as JSON, unpacked by SQLite without
+    it) rather than finish as soon as possible (bound parameters). Not with the audit chain."""
+    as_json = unobtrusive and not audit
     for name in _INSERT_ORDER:
         batch = getattr(rows, name)
         if batch:
-            _insert(conn, _TABLES[name], batch)
+            _insert(conn, _TABLES[name], batch, as_json)
     if rows.tool_updates:
         conn.execute(_TOOL_UPDATE, rows.tool_updates)
-    traces = _upsert_traces(conn, rows.traces) if rows.traces else []
+    traces = _upsert_traces(conn, rows.traces, as_json) if rows.traces else []
     if audit:
         _audit_batch(conn, rows, traces)
 
@@ -384,14 +442,14 @@ def _audit_batch(conn: sa.Connection, rows: Rows, traces: list[dict]) -> None:
     A.append(conn, "rows", entries)
 
 
-def _upsert_traces(conn: sa.Connection, new_rows: list[dict]) -> list[dict]:
+def _upsert_traces(conn: sa.Connection, new_rows: list[dict], as_json: bool = False) -> list[dict]:
     """A trace may end more than once (several roots sharing one trace id): merge, never duplicate."""
     fresh: list[dict] = []
     rest: list[dict] = []
     for row in new_rows:
         (fresh if row.pop("_fresh", False) else rest).append(row)
     if fresh:  # ids llmtrace generated and ended once: no row can exist yet
-        _insert(conn, S.traces, fresh)
+        _insert(conn, S.traces, fresh, as_json)
     if not rest:
         return fresh
     merged: dict[str, dict] = {}
@@ -405,7 +463,7 @@ def _upsert_traces(conn: sa.Connection, new_rows: list[dict]) -> list[dict]:
     inserts = [row for tid, row in merged.items() if tid not in existing]
     updates = [_merge_trace(existing[tid], row) for tid, row in merged.items() if tid in existing]
     if inserts:
-        _insert(conn, t, inserts)
+        _insert(conn, t, inserts, as_json)
     if updates:
         cols = [c for c in updates[0] if c != "trace_id"]
         stmt = t.update().where(t.c.trace_id == sa.bindparam("b_trace_id")).values(

@@ -1,0 +1,113 @@
+"""The writer's two SQLite insert paths store the same rows, and it picks the one the moment needs."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+import sqlalchemy as sa
+
+import llmtrace
+from llmtrace import _schema as S
+from llmtrace import _writer as W
+from llmtrace._recorder import Rows
+from llmtrace._store import Store
+
+NOW = 1_790_000_000_000_005_000  # 2026-09-21, 5 microseconds past the second: leading zeros matter
+TEXT = 'quotes " and \\ backslash, newline\nünïcödé ✓ 🚀, {"json": [1, 2]}'
+
+
+def _value(column: sa.Column, i: int):
+    """A value of the column's type, varied by row: None, edge-case text, floats, bools, times."""
+    if i == 2 and not column.primary_key and column.name not in ("trace_id", "id"):
+        return None
+    if isinstance(column.type, sa.DateTime):
+        return NOW + i * 1_000_001_000 if i != 1 else datetime(2026, 1, 2, 3, 4, 5, 678901)  # ns, or a datetime
+    if isinstance(column.type, sa.Boolean):
+        return i % 2 == 0
+    if isinstance(column.type, sa.Integer):
+        return 2**53 + i if column.name != "size" else i
+    if isinstance(column.type, sa.Float):
+        return [0.1 + 0.2, 1e-7, 123456.789012345][i]
+    return f"{column.name}-{i}-{TEXT}"[: getattr(column.type, "length", None) or 10_000]
+
+
+def _rows() -> Rows:
+    rows = Rows()
+    for name in W._INSERT_ORDER:
+        table = W._TABLES[name]
+        cols = [c for c in table.columns if c.autoincrement is not True]
+        getattr(rows, name).extend({c.name: _value(c, i) for c in cols} for i in range(3))
+    rows.traces.extend({**{c.name: _value(c, i) for c in S.traces.columns}, "_fresh": True} for i in range(3))
+    return rows
+
+
+def _dump(store: Store) -> dict[str, list[tuple]]:
+    out = {}
+    with store.engine.connect() as conn:
+        for table in (*W._TABLES.values(), S.traces):
+            cols = [c.name for c in table.columns if c.autoincrement is not True]
+            out[table.name] = conn.exec_driver_sql(
+                f"SELECT {', '.join(cols)}, {', '.join(f'typeof({c})' for c in cols)} FROM {table.name} "
+                f"ORDER BY {cols[0]}").fetchall()
+    return out
+
+
+@pytest.mark.skipif(not W._SQLITE_JSON, reason="this SQLite has no built-in JSON (needs 3.38+)")
+def test_json_and_bound_inserts_store_identical_rows(tmp_path):
+    stored = {}
+    for as_json in (False, True):
+        store = Store(f"sqlite:///{tmp_path / f'{as_json}.db'}")
+        store.ensure_schema()
+        with store.engine.begin() as conn:
+            W.write_rows(conn, _rows(), unobtrusive=as_json)
+        stored[as_json] = _dump(store)
+        store.engine.dispose()
+    assert all(len(v) == 3 for v in stored[True].values())
+    assert stored[True] == stored[False]  # values and their SQLite types, times to the microsecond
+    spans = stored[True][S.spans.name]
+    started = [c.name for c in S.spans.columns if c.autoincrement is not True].index("started_at")
+    assert spans[1][started] == "2026-01-02 03:04:05.678901"
+    assert spans[0][started] == datetime.fromtimestamp(NOW // 10**9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + ".000005"
+
+
+@pytest.mark.skipif(not W._SQLITE_JSON, reason="this SQLite has no built-in JSON (needs 3.38+)")
+def test_rows_orjson_refuses_take_the_bound_path(tmp_path, monkeypatch):
+    class Score(float):  # a float subclass (numpy's float64 is one): orjson refuses it, sqlite3 binds it
+        pass
+
+    bound = []
+    real = W._sqlite_multirow
+    monkeypatch.setattr(W, "_sqlite_multirow", lambda conn, sql, *a: bound.append(sql) or real(conn, sql, *a))
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    store.ensure_schema()
+    rows = _rows()
+    rows.chunks[0]["score"] = Score(0.25)
+    with store.engine.begin() as conn:
+        W.write_rows(conn, rows, unobtrusive=True)
+    assert [sql for sql in bound if "llmtrace_chunks" in sql] and not [sql for sql in bound if "llmtrace_spans" in sql]
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM llmtrace_chunks WHERE score = 0.25").scalar() == 1
+
+
+def test_writer_binds_while_someone_waits_and_hands_sqlite_json_otherwise(sqlite_url, monkeypatch):
+    modes = []
+    real = W.write_rows
+
+    def spy(conn, rows, audit=False, unobtrusive=False):
+        modes.append(unobtrusive)
+        return real(conn, rows, audit, unobtrusive)
+
+    monkeypatch.setattr(W, "write_rows", spy)
+    tracer = llmtrace.Tracer(sqlite_url, flush_interval_seconds=60)
+    tracer.record_feedback("t-1", "accepted")
+    assert tracer.flush(10)
+    assert modes == [False]  # a flush is waiting: the fastest path
+    tracer.record_feedback("t-2", "accepted")
+    tracer._writer.wake.set()  # the writer's own schedule: nobody waits
+    deadline = time.monotonic() + 10
+    while tracer.health()["records_written"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert modes == [False, True]
+    tracer.close()
