@@ -48,6 +48,11 @@ def test_query_engine(tracer, inst, index):
     assert call["latency_ms"]["retrieval"] > 0 and call["latency_ms"]["ttft"] is None
     kinds = {s["kind"] for s in doc["spans"]}
     assert {"chain", "retriever", "embedding", "llm"} <= kinds
+    [embed] = [s for s in doc["spans"] if s["kind"] == "embedding"]  # the query's embedding: a span of its own
+    assert embed["inputs"] == {"query": "What is the refund window?"}
+    assert embed["outputs"]["model"] == "unknown" and embed["outputs"]["chunks"] == 1  # (MockEmbedding's name)
+    assert embed["outputs"]["dimensions"] == 16
+    assert embed["outputs"]["token_count"] == 6 and "tiktoken" in embed["outputs"]["counted_with"]  # What| is| the| refund| window|?
     predict = next(s for s in doc["spans"] if s["name"].endswith(".predict"))
     assert "Context information is below" in predict["inputs"]["template"]
     assert "Policy" in predict["inputs"]["template_args"]["context_str"]  # (query_str is a partial)

@@ -248,9 +248,41 @@ def rerank(event: Any) -> dict[str, Any]:
     return {"kind": "rerank", "end": {"outputs": nodes(event.nodes)}}
 
 
-def embedding(event: Any) -> dict[str, Any]:
-    return {"kind": "embedding", "end": {"outputs": {"chunks": len(event.chunks or []),
-                                                     "dimensions": len(event.embeddings[0]) if event.embeddings else None}}}
+def embedding(raw: tuple) -> dict[str, Any]:
+    """An embedding call (``EmbeddingEndEvent`` and its start's ``model_dict``): the model, how many
+    texts, the vectors' size, and their ``token_count``.
+
+    LlamaIndex reports no usage for embeddings, so tokens are counted with its own tokenizer
+    (tiktoken, as its TokenCountingHandler does): exact for OpenAI's embedding models, an
+    estimate for others, and said so in ``counted_with``."""
+    event, model_dict = raw
+    model_dict = model_dict or {}
+    out: dict[str, Any] = {"model": model_dict.get("model_name") or model_dict.get("class_name"),
+                           "chunks": len(event.chunks or []),
+                           "dimensions": len(event.embeddings[0]) if event.embeddings else None}
+    count = _count_tokens([c for c in event.chunks or [] if isinstance(c, str)])
+    if count is not None:
+        out["token_count"] = count
+        out["counted_with"] = "llama_index tokenizer (tiktoken)"
+    return {"kind": "embedding", "end": {"outputs": out}}
+
+
+_tokenizer: Any = None
+
+
+def _count_tokens(texts: list[str]) -> int | None:
+    global _tokenizer
+    if not texts or _tokenizer is False:
+        return None
+    try:
+        if _tokenizer is None:
+            from llama_index.core.utils import get_tokenizer
+
+            _tokenizer = get_tokenizer()
+        return sum(len(_tokenizer(t)) for t in texts)
+    except Exception:  # no tokenizer here (tiktoken missing, its files unreachable): tokens unknown
+        _tokenizer = False
+        return None
 
 
 def predict(event: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent
+from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent, EmbeddingStartEvent
 from llama_index.core.instrumentation.events.exception import ExceptionEvent
 from llama_index.core.instrumentation.events.llm import (
     LLMChatEndEvent,
@@ -117,6 +117,7 @@ class LLMTraceInstrumentor:
         self._first: dict[str, int] = {}  # LLM span -> first streamed delta
         self._deltas: dict[str, list[str]] = {}
         self._open_llm: set[str] = set()
+        self._embedders: dict[str, dict] = {}  # embedding span -> its model_dict, until it ends
         self._dispatcher = None
         self.last_trace_id: str | None = None
         self._on = {
@@ -125,7 +126,7 @@ class LLMTraceInstrumentor:
             LLMChatEndEvent: self._llm_end, LLMCompletionEndEvent: self._llm_end, ExceptionEvent: self._exception,
             RetrievalEndEvent: lambda e: self._annotate(e, X.retrieval),
             ReRankEndEvent: lambda e: self._annotate(e, X.rerank),
-            EmbeddingEndEvent: lambda e: self._annotate(e, X.embedding),
+            EmbeddingStartEvent: self._embedding_start, EmbeddingEndEvent: self._embedding_end,
             LLMPredictStartEvent: lambda e: self._annotate(e, X.predict),
             LLMStructuredPredictEndEvent: lambda e: self._annotate(e, X.structured),
         }
@@ -231,6 +232,17 @@ class LLMTraceInstrumentor:
         if span_id in self._open_llm:  # a stream that failed, or that its consumer closed
             self._open_llm.discard(span_id)
             self._submit((ERROR, _now(), span_id + "/llm", event.exception, self._stream_extra(span_id)))
+
+    def _embedding_start(self, event: Any) -> None:
+        if event.span_id is not None:
+            if len(self._embedders) > 1000:  # spans that never ended
+                self._embedders.clear()
+            self._embedders[event.span_id] = event.model_dict
+
+    def _embedding_end(self, event: Any) -> None:
+        if event.span_id is not None:
+            self._submit((ANNOTATE, _now(), event.span_id, X.embedding,
+                          (event, self._embedders.pop(event.span_id, None))))
 
     def _annotate(self, event: Any, convert: Any) -> None:
         if event.span_id is not None:
