@@ -23,8 +23,28 @@ MAX_DEPTH = 32
 _MAX_ITEMS = 10_000
 
 
+_EXACT = frozenset((str, int, bool, type(None)))
+
+
+def _flat(values: Any) -> bool:
+    """Whether every value is a plain scalar (a finite float included): nothing to convert."""
+    for v in values:
+        t = type(v)
+        if t not in _EXACT and (t is not float or not math.isfinite(v)):
+            return False
+    return True
+
+
 def to_jsonable(obj: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -> Any:
     """A JSON-safe copy of ``obj`` (dicts, lists, str, numbers, bool, None)."""
+    cls = type(obj)
+    if cls in _EXACT:
+        return obj
+    # the common shapes first, without the general walk: metadata dicts, lists of plain values
+    if cls is dict and len(obj) <= _MAX_ITEMS and all(type(k) is str for k in obj) and _flat(obj.values()):
+        return obj.copy()
+    if cls is list and len(obj) <= _MAX_ITEMS and _flat(obj):
+        return obj.copy()
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, float):
