@@ -56,7 +56,7 @@ class _Span:
                  "retry_base", "fallback_anchor", "is_root", "convert", "raw", "annot", "llm_children")
 
     def __init__(self, key, span_id, trace, parent_key, parent_id, kind, name, t0, convert, raw):
-        self.key = key  # the framework's id object (a UUID): str() once, here, not per event
+        self.key = key  # the framework's id (a UUID's int, or its string id): str() once, here, not per event
         self.parent_key = parent_key
         self.span_id = span_id
         self.trace = trace
@@ -121,9 +121,15 @@ class Recorder:
         op = ev[0]
         if op == E.START:  # ids arrive as the framework's objects (UUIDs): made strings here, off the hot path
             _, t, key, parent_key, kind, name, root, convert, raw, metadata, tags = ev
+            if type(key) is UUID:  # keyed by the UUID's int: hashing a UUID object runs Python code
+                key = key.int
+            if type(parent_key) is UUID:
+                parent_key = parent_key.int
             self._start(t, key, parent_key, kind, E.name_of(name, kind), root, convert, raw, metadata, tags)
         elif op == E.END:
             _, t, key, convert, raw, extra = ev
+            if type(key) is UUID:
+                key = key.int
             span = self._open.get(key)
             if span is None:
                 return
@@ -134,12 +140,14 @@ class Recorder:
             self._end(t, key, out, None, extra, rows)
         elif op == E.ERROR:
             _, t, key, exc, extra = ev
+            if type(key) is UUID:
+                key = key.int
             span = self._open.get(key)
             if span is not None:
                 self._load_start(span, span.raw)
                 self._end(t, key, {}, exc, extra, rows)
         elif op == E.ANNOTATE:
-            span = self._open.get(ev[2])
+            span = self._open.get(ev[2].int if type(ev[2]) is UUID else ev[2])
             if span is not None:
                 note = self._convert(ev[3], ev[4])
                 if note.get("kind"):
@@ -149,7 +157,7 @@ class Recorder:
                 span.annot["start"].update(note.get("start") or {})
                 span.annot["end"].update(note.get("end") or {})
         elif op == E.RETRY:
-            span = self._open.get(ev[2])
+            span = self._open.get(ev[2].int if type(ev[2]) is UUID else ev[2])
             if span is not None:
                 span.retries += 1
         elif op == E.FEEDBACK:
@@ -548,13 +556,17 @@ class Recorder:
 
 def _kept(key: Any) -> bool:
     """Whether a framework's span id is stored as it is: UUIDs (LangChain's run ids, which users
-    pass and look up, and llmtrace's own). Other ids (LlamaIndex's 'Class.method-<uuid4>') get a
-    time-ordered id instead: random keys cost SQLite a random B-tree page per insert."""
-    return type(key) is UUID or (type(key) is str and len(key) == 36)
+    pass and look up, and llmtrace's own; they arrive here as the UUID's int). Other ids
+    (LlamaIndex's 'Class.method-<uuid4>') get a time-ordered id instead: random keys cost SQLite
+    a random B-tree page per insert."""
+    return type(key) is int or (type(key) is str and len(key) == 36)
 
 
 def _sid(key: Any) -> str:
     """A span id that fits the tables: the framework's id, or a readable prefix and a digest of it."""
+    if type(key) is int:  # a UUID's int, written as str(UUID) writes it
+        h = f"{key:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     text = str(key)
     if len(text) <= 64:
         return text
