@@ -32,3 +32,10 @@ def test_a_forked_child_mints_other_ids():
     parent = {ordered_id() for _ in range(1000)}
     assert len(child) == 1000 and not child & parent and before not in child
     assert len({i[-8:] for i in child}) == 1 and {i[-8:] for i in child} != {before[-8:]}  # the child's own node
+
+
+def test_langchain_run_ids_are_stored_as_str_uuid_writes_them():
+    from llmtrace._recorder import _kept, _sid
+
+    for u in [uuid.uuid4() for _ in range(2000)] + [uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)]:
+        assert _kept(u.int) and _sid(u.int) == str(u)
