@@ -6,7 +6,8 @@ Per workload and round: N untraced calls, then N traced calls, then tracer.flush
 a foreground ratio (median traced call / median untraced call) and an amortized ratio ((traced loop
 + final flush) / N / median untraced call), both against the untraced block measured just before it,
 so drift on a shared machine cancels out; the figures are medians over rounds. It also checks that
-every LLM call is in the database.
+every LLM call and every span is in the database (one trace per call, each with the same span
+tree, nothing dropped, failed or left open).
 
     python bench/overhead.py --processes 5 [...]
 
@@ -102,16 +103,24 @@ def main() -> None:
             amort.append((total + drain) / args.n)
             fg_ratio.append(traced_med[-1] / base_med[-1])
             am_ratio.append(amort[-1] / base_med[-1])
+        calls = 50 + args.n * args.rounds
         with tracer._store.engine.connect() as conn:
             llm_rows = conn.execute(sa.select(sa.func.count()).select_from(S.llm_calls)).scalar()
-        expected = EXPECTED_LLM_CALLS[name] * (50 + args.n * args.rounds)
+            traces = conn.execute(sa.select(sa.func.count()).select_from(S.traces)).scalar()
+            per_trace = conn.execute(sa.select(sa.func.count()).select_from(S.spans)
+                                     .group_by(S.spans.c.trace_id)).scalars().all()
+        expected = EXPECTED_LLM_CALLS[name] * calls
         health = tracer.health()
         tracer.close()
         b, t, a = (statistics.median(x) * 1e6 for x in (base_med, traced_med, amort))
-        ok = "ok" if llm_rows == expected and health["dropped"] == 0 and health["failed"] == 0 else "MISSING"
+        # every LLM call and every span: one trace per call, each with the same span tree
+        all_spans = traces == calls and len(per_trace) == calls and len(set(per_trace)) == 1
+        ok = ("ok" if llm_rows == expected and all_spans and health["dropped"] == 0 and health["failed"] == 0
+              and health["open_spans"] == 0 else "MISSING")
         fg, am = statistics.median(fg_ratio), statistics.median(am_ratio)
         print(f"{name + ' ' + DESCRIPTIONS[name]:<52} {b:>11.0f} {t:>10.0f} {fg:>7.2f}x {a:>12.0f} {am:>10.2f}x "
-              f"{llm_rows:>6}/{expected} {ok}", flush=True)
+              f"{llm_rows:>6}/{expected} {ok}  ({sum(per_trace)} spans, {per_trace[0] if per_trace else 0} per call)",
+              flush=True)
 
 
 def across_processes(args) -> None:
@@ -124,7 +133,7 @@ def across_processes(args) -> None:
     for i in range(args.processes):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():
-            m = re.match(r"(W\d) .* ([\d.]+)x +\d+ +([\d.]+)x +\S+ (\S+)$", line)
+            m = re.match(r"(W\d) .* ([\d.]+)x +\d+ +([\d.]+)x +\S+ (\S+)  \(", line)
             if m:
                 found.setdefault(m.group(1), []).append((float(m.group(2)), float(m.group(3)), m.group(4)))
         print(f"process {i + 1}: " + "  ".join(f"{w} fg {v[-1][0]:.2f}x amortized {v[-1][1]:.2f}x"
