@@ -330,7 +330,7 @@ def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict], as_json: boo
     # JSON document instead (see _sqlite_json).
     sql, names, positional, times = _insert_sql(conn, table)
     sqlite = conn.dialect.name == "sqlite"
-    if sqlite and as_json and _SQLITE_JSON and _sqlite_json(conn, table, names, times, rows):
+    if sqlite and as_json and _sqlite_has_json(conn) and _sqlite_json(conn, table, names, times, rows):
         return
     conv = _sqlite_time if sqlite else to_datetime
     if times:
@@ -372,8 +372,19 @@ def _sqlite_multirow(conn: sa.Connection, sql: str, names: list[str], params: li
         conn.exec_driver_sql(head + " VALUES " + ",".join([one] * len(chunk)), tuple(chain.from_iterable(chunk)))
 
 
-# SQLite >= 3.38 has JSON built in (and the ->> operator).
-_SQLITE_JSON = sqlite3.sqlite_version_info >= (3, 38, 0)
+# SQLite >= 3.38 has JSON built in (and the ->> operator), unless it was compiled without it:
+# None until the first insert asks SQLite itself.
+_SQLITE_JSON: bool | None = None if sqlite3.sqlite_version_info >= (3, 38, 0) else False
+
+
+def _sqlite_has_json(conn: sa.Connection) -> bool:
+    global _SQLITE_JSON
+    if _SQLITE_JSON is None:
+        try:
+            _SQLITE_JSON = conn.exec_driver_sql("SELECT value->>0 FROM json_each('[[7]]')").scalar() == 7
+        except Exception:
+            _SQLITE_JSON = False
+    return _SQLITE_JSON
 _json_sql: dict[str, str] = {}
 
 

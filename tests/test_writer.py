@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import datetime, timezone
 
@@ -14,6 +15,16 @@ from llmtrace import _writer as W
 from llmtrace._recorder import Rows
 from llmtrace._store import Store
 
+
+def _json_ok() -> bool:
+    with sqlite3.connect(":memory:") as conn:
+        try:
+            return conn.execute("SELECT value->>0 FROM json_each('[[7]]')").fetchone()[0] == 7
+        except sqlite3.Error:
+            return False
+
+
+JSON_OK = _json_ok()
 NOW = 1_790_000_000_000_005_000  # 2026-09-21, 5 microseconds past the second: leading zeros matter
 TEXT = 'quotes " and \\ backslash, newline\nünïcödé ✓ 🚀, {"json": [1, 2]}'
 
@@ -54,7 +65,7 @@ def _dump(store: Store) -> dict[str, list[tuple]]:
     return out
 
 
-@pytest.mark.skipif(not W._SQLITE_JSON, reason="this SQLite has no built-in JSON (needs 3.38+)")
+@pytest.mark.skipif(not JSON_OK, reason="this SQLite has no built-in JSON (needs 3.38+)")
 def test_json_and_bound_inserts_store_identical_rows(tmp_path):
     stored = {}
     for as_json in (False, True):
@@ -72,7 +83,7 @@ def test_json_and_bound_inserts_store_identical_rows(tmp_path):
     assert spans[0][started] == datetime.fromtimestamp(NOW // 10**9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + ".000005"
 
 
-@pytest.mark.skipif(not W._SQLITE_JSON, reason="this SQLite has no built-in JSON (needs 3.38+)")
+@pytest.mark.skipif(not JSON_OK, reason="this SQLite has no built-in JSON (needs 3.38+)")
 def test_rows_orjson_refuses_take_the_bound_path(tmp_path, monkeypatch):
     class Score(float):  # a float subclass (numpy's float64 is one): orjson refuses it, sqlite3 binds it
         pass
@@ -111,3 +122,18 @@ def test_writer_binds_while_someone_waits_and_hands_sqlite_json_otherwise(sqlite
         time.sleep(0.01)
     assert modes == [False, True]
     tracer.close()
+
+
+def test_a_sqlite_without_json_gets_bound_parameters(tmp_path, monkeypatch):
+    class NoJson:  # a connection to a SQLite compiled without JSON
+        def exec_driver_sql(self, sql, *args):
+            raise sqlite3.OperationalError("no such function: json_each")
+
+    monkeypatch.setattr(W, "_SQLITE_JSON", None)
+    assert W._sqlite_has_json(NoJson()) is False and W._SQLITE_JSON is False
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    store.ensure_schema()
+    with store.engine.begin() as conn:
+        W.write_rows(conn, _rows(), unobtrusive=True)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM llmtrace_spans").scalar() == 3
