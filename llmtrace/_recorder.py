@@ -306,7 +306,8 @@ class Recorder:
             "link_span_id": link, "tool_call_id": span.start.get("tool_call_id"), "position": None,
         })
         if self._debug and kind == "llm":  # before _content: it may make repeated text references
-            L.debug_print(rows.llm_calls[-1], self._processed(trace.capture, content) if content else {})
+            shown = content and trace.capture != "metadata"  # (metadata: no content, not even here)
+            L.debug_print(rows.llm_calls[-1], self._processed(trace.capture, content) if shown else {})
         self._content(span_id, trace, content, rows)
         if span.is_root:
             self._root_end(span, t, latency, status, rows)

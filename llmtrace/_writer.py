@@ -2,9 +2,11 @@
 
 Callbacks only append a tuple (``collections.deque.append`` is atomic and costs tens of
 nanoseconds); the writer wakes on a timer, when the queue fills up, or on ``flush``; it converts
-the events to rows (``Recorder``) and inserts them in one transaction per batch with SQLAlchemy Core
-``executemany``. A database error is retried with backoff, then the rows are counted as failed and
-reported; nothing is ever raised into the caller.
+the events to rows (``Recorder``) and inserts them in one transaction per batch: at the driver
+level (multi-row inserts on SQLite, ``executemany`` elsewhere), or on SQLite while nobody waits,
+as one JSON document per table that SQLite unpacks without the GIL. A database error is retried
+with backoff, then the rows are counted as failed and reported; nothing is ever raised into the
+caller.
 """
 
 from __future__ import annotations
@@ -385,6 +387,8 @@ def _sqlite_has_json(conn: sa.Connection) -> bool:
         except Exception:
             _SQLITE_JSON = False
     return _SQLITE_JSON
+
+
 _json_sql: dict[str, str] = {}
 
 
