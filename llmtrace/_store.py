@@ -43,10 +43,16 @@ def create_engine(url: str) -> Engine:
     return engine
 
 
+# The commit that takes the write-ahead log past this many pages checkpoints it itself (~64 MB);
+# normally the writer's checkpoint thread has done it long before (see _checkpoint).
+WAL_AUTOCHECKPOINT_PAGES = 16_384
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     try:
         cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=OFF")

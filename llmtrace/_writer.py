@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from llmtrace import _audit as A
 from llmtrace import _events as E
 from llmtrace import _schema as S
+from llmtrace._checkpoint import Checkpointer
 from llmtrace._recorder import Recorder, Rows
 from llmtrace._store import Store
 
@@ -73,6 +74,7 @@ class Writer:
         self.stopping = False
         self.thread: threading.Thread | None = None
         self.waiters = 0  # threads inside flush()
+        self.checkpointer = Checkpointer(store, self.problem) if Checkpointer.wanted(store) else None
         self._last_sweep = time.monotonic()
         self.purge_interval = purge_interval
         self.audit = recorder.audit
@@ -113,6 +115,8 @@ class Writer:
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="llmtrace-writer", daemon=True)
         self.thread.start()
+        if self.checkpointer is not None:
+            self.checkpointer.start()
 
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
@@ -147,6 +151,8 @@ class Writer:
         self.wake.set()
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(timeout)
+        if self.checkpointer is not None:
+            self.checkpointer.stop(timeout)
         return ok
 
     # -- writer thread -----------------------------------------------------------------------
@@ -261,6 +267,8 @@ class Writer:
             self.counters.rows_written += total
             self.counters.spans_written += len(rows.spans)
             self.counters.llm_calls_written += len(rows.llm_calls)
+        if self.checkpointer is not None:  # (content bodies, plus a rough size per row and its index entries)
+            self.checkpointer.wrote(sum(c["size"] or 0 for c in rows.contents) + 400 * total)
 
     def _note_error(self, exc: Exception) -> None:
         with self.counters.lock:
@@ -283,6 +291,7 @@ class Writer:
                 "llm_calls_written": c.llm_calls_written, "dropped": c.enqueued_dropped,
                 "failed": c.rows_failed, "write_errors": c.write_errors, "processing_errors": c.problems,
                 "abandoned_spans": c.abandoned_spans, "open_spans": self.recorder.open_spans(),
+                "checkpoints": self.checkpointer.runs if self.checkpointer is not None else None,
                 "last_error": c.last_error,
             }
 
