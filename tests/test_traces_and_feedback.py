@@ -291,7 +291,8 @@ def test_writer_restarts_after_fork(sqlite_tracer):
             h = LLMTraceCallbackHandler(sqlite_tracer)
             simple_chain(ScriptedChatModel(script=[answer("from child")])).invoke(
                 {"question": "q"}, config={"callbacks": [h], "metadata": {"llmtrace_trace_id": tid}})
-            code = 0 if sqlite_tracer.flush(20) else 2
+            alive = sqlite_tracer._writer.thread.is_alive() and sqlite_tracer._writer.checkpointer.thread.is_alive()
+            code = 0 if sqlite_tracer.flush(20) and alive else 2
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
