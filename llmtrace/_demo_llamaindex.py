@@ -1,13 +1,19 @@
 """The LlamaIndex half of ``llmtrace demo``: a policy Q&A over a VectorStoreIndex of the same corpus.
 
-MockEmbedding and a small offline LLM that answers from the retrieved context (with the token
-usage and model version a real provider reports) keep it runnable anywhere.
+A bag-of-words embedding and a small offline LLM that answers from the retrieved context (with
+the token usage and model version a real provider reports) keep it runnable anywhere, and
+deterministic: each question retrieves the policies it is about.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import zlib
 from typing import Any
 
+_STOP = {"a", "an", "and", "are", "as", "at", "be", "can", "do", "for", "have", "how", "i", "in", "is", "it",
+         "long", "of", "or", "the", "to", "when", "with"}
 QUESTIONS = [("u-fay", "How long do I have to return an unused item?", "accepted"),
              ("u-gus", "Are gift cards refundable?", "accepted"),
              ("u-hal", "Is shipping refunded when the item arrived damaged?", "retried")]
@@ -15,7 +21,7 @@ QUESTIONS = [("u-fay", "How long do I have to return an unused item?", "accepted
 
 def run(tracer, policies: dict[str, str], out) -> list[str]:
     from llama_index.core import Document, Settings, VectorStoreIndex
-    from llama_index.core.embeddings import MockEmbedding
+    from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
     from llama_index.core.llms.callbacks import llm_completion_callback
     from llmtrace_llamaindex import LLMTraceInstrumentor
@@ -53,7 +59,27 @@ def run(tracer, policies: dict[str, str], out) -> list[str]:
                     yield CompletionResponse(text=text, delta=delta, raw=full.raw)
             return gen()
 
-    Settings.embed_model = MockEmbedding(embed_dim=32)
+    class WordsEmbedding(BaseEmbedding):
+        """Hashed bag of words, normalised: offline and deterministic, and near enough to meaning here."""
+
+        def _vector(self, text: str) -> list[float]:
+            v = [0.0] * 512
+            for word in re.findall(r"[a-z]+", text.lower()):
+                if word not in _STOP:
+                    v[zlib.crc32(word.rstrip("s").encode()) % 512] += 1.0
+            norm = math.sqrt(sum(x * x for x in v)) or 1.0
+            return [x / norm for x in v]
+
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return self._vector(query)
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return self._vector(query)
+
+        def _get_text_embedding(self, text: str) -> list[float]:
+            return self._vector(text)
+
+    Settings.embed_model = WordsEmbedding(model_name="bag-of-words-512")
     index = VectorStoreIndex.from_documents(
         [Document(text=text, id_=pid, metadata={"source": "policies.md"}) for pid, text in policies.items()])
     engine = index.as_query_engine(llm=PolicyLLM(), similarity_top_k=2)
