@@ -22,7 +22,7 @@ class Settings:
     on_queue_full: str = "block"  # block up to queue_block_seconds, then drop and count
     queue_block_seconds: float = 0.05
     batch_size: int = 2_000
-    flush_interval_seconds: float = 0.2
+    flush_interval_seconds: float = 1.0  # the writer writes at least this often (flush() for now)
     max_field_chars: int = 1_000_000
     hash_key: str | None = None
     environment: str | None = None

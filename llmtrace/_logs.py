@@ -58,8 +58,11 @@ def call_fields(row: dict[str, Any], trace_attrs: dict[str, Any], user_hash: str
     }
 
 
+_lazy = logger.opt(lazy=True)  # (opt() builds a new logger object on every call)
+
+
 def emit(level: str, fields_fn) -> None:
-    logger.opt(lazy=True).log(level, "{}", lambda: json.dumps(fields_fn(), ensure_ascii=False, default=str))
+    _lazy.log(level, "{}", lambda: json.dumps(fields_fn(), ensure_ascii=False, default=str))
 
 
 def debug_enabled() -> bool:

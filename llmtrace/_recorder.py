@@ -111,6 +111,7 @@ class Recorder:
         self.alerts = None  # LiveAlerts, when the tracer evaluates alert rules as calls are written
         self._debug = L.debug_enabled()
         self._redactors: dict[str, Redactor] = {}
+        self._params_seen: dict[tuple, str] = {}
         self._open: dict[Any, _Span] = {}  # keyed by the id objects the framework passes
         self._recent: OrderedDict[Any, tuple[_Trace, str]] = OrderedDict()  # ended span -> its trace, its id
         self._traces: OrderedDict[str, _Trace] = OrderedDict()
@@ -333,8 +334,7 @@ class Recorder:
             "span_id": span.span_id, "trace_id": trace.trace_id, "started_at": self._clock(span.t0),
             "model": _short(model, 128), "model_version": _short(out.get("model_version"), 128),
             "provider": _short(start.get("provider") or out.get("provider"), 64),
-            "params": dumps(self._scrub(trace, to_jsonable(start.get("params"))))
-            if start.get("params") is not None else None,
+            "params": self._params(trace, start.get("params")),
             "input_tokens": tokens.get("input"), "output_tokens": tokens.get("output"),
             "total_tokens": tokens.get("total"), "input_cached_tokens": tokens.get("input_cached"),
             "reasoning_tokens": tokens.get("reasoning"), "latency_ms": latency,
@@ -441,7 +441,7 @@ class Recorder:
             "prompt_version": _short(a.get("prompt_version"), 128),
             "tags": dumps(self._scrub(trace, list(tags) if isinstance(tags, (list, tuple, set)) else [tags])) if tags else None,
             "meta": dumps(self._scrub(trace, to_jsonable(a["metadata"]))) if a.get("metadata") else None,
-            "capture": trace.capture,
+            "capture": trace.capture, "content_purged_at": None,
             "_fresh": trace.fresh,
         })
         trace.fresh = False
@@ -527,6 +527,21 @@ class Recorder:
         if found is None:
             key = self._hash_key() if self._redaction_hash else None
             found = self._redactors[capture] = Redactor(pii=capture != "full", hash_key=key)
+        return found
+
+    def _params(self, trace: _Trace, params: dict | None) -> str | None:
+        """Invocation params as stored: scrubbed JSON, remembered per value (they repeat call after call)."""
+        if params is None:
+            return None
+        try:
+            key = (trace.capture, *[(k, v, type(v)) for k, v in params.items()])  # (1, 1.0 and True are equal)
+            found = self._params_seen.get(key)
+        except TypeError:  # an unhashable value (a list of stop words, a response format): no memo
+            return dumps(self._scrub(trace, to_jsonable(params)))
+        if found is None:
+            if len(self._params_seen) >= 256:
+                self._params_seen.clear()
+            found = self._params_seen[key] = dumps(self._scrub(trace, to_jsonable(params)))
         return found
 
     def _scrub(self, trace: _Trace, value: Any) -> Any:

@@ -305,17 +305,23 @@ def to_datetime(ns: int) -> datetime:
 
 
 class _SqliteTime:
-    """Nanoseconds to the text SQLAlchemy writes for DateTime on SQLite, formatting once per second."""
+    """Nanoseconds to the text SQLAlchemy writes for DateTime on SQLite, formatting each second once.
+
+    Several seconds are live in one batch (a content row's ``expires_at`` is a month after its
+    ``created_at``), so the formatted seconds are kept in a small table, not just the last one.
+    """
 
     def __init__(self) -> None:
-        self.sec = -1
-        self.prefix = ""
+        self.prefixes: dict[int, str] = {}
 
     def __call__(self, ns: int) -> str:
-        sec, rem = divmod(ns, 1_000_000_000)
-        if sec != self.sec:
-            self.sec, self.prefix = sec, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(sec))
-        return f"{self.prefix}.{rem // 1000:06d}"
+        prefix = self.prefixes.get(ns // 1_000_000_000)
+        if prefix is None:
+            if len(self.prefixes) >= 256:
+                self.prefixes.clear()
+            sec = ns // 1_000_000_000
+            prefix = self.prefixes[sec] = time.strftime("%Y-%m-%d %H:%M:%S.", time.gmtime(sec))
+        return f"{prefix}{ns // 1000 % 1_000_000:06d}"
 
 
 _sqlite_time = _SqliteTime()
@@ -341,8 +347,6 @@ def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict], as_json: boo
     # JSON document instead (see _sqlite_json).
     sql, names, positional, times = _insert_sql(conn, table)
     sqlite = conn.dialect.name == "sqlite"
-    if sqlite and as_json and _sqlite_has_json(conn) and _sqlite_json(conn, table, names, times, rows):
-        return
     conv = _sqlite_time if sqlite else to_datetime
     if times:
         for r in rows:
@@ -350,6 +354,8 @@ def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict], as_json: boo
                 v = r.get(n)
                 if type(v) is int:
                     r[n] = conv(v)
+    if sqlite and as_json and _sqlite_has_json(conn) and _sqlite_json(conn, table, names, rows):
+        return
     if positional:
         params = _tuples(rows, names)
     else:
@@ -401,14 +407,15 @@ def _sqlite_has_json(conn: sa.Connection) -> bool:
 _json_sql: dict[str, str] = {}
 
 
-def _sqlite_json(conn: sa.Connection, table: sa.Table, names: list[str], times: frozenset[str],
-                 rows: list[dict]) -> bool:
+def _sqlite_json(conn: sa.Connection, table: sa.Table, names: list[str], rows: list[dict]) -> bool:
     """Insert ``rows`` as one JSON array that SQLite unpacks itself (``json_each``).
 
     Binding parameters holds the GIL: about 3 us per row of a dozen columns, taken from the
     application's thread. One text parameter, parsed inside sqlite3_step (which runs without the
-    GIL), leaves the application alone; nanosecond times are formatted there too. Returns False
-    (nothing written) for rows orjson refuses, which then take the binding path.
+    GIL), leaves the application alone. Times arrive formatted: SQLite's ``->>`` parses the row's
+    JSON again on every use, so an expression that read a column five times (formatting a time in
+    SQL) cost more than the formatting. Returns False (nothing written) for rows orjson refuses,
+    which then take the binding path.
     """
     try:
         payload = orjson.dumps(_tuples(rows, names), default=_json_time, option=orjson.OPT_PASSTHROUGH_DATETIME)
@@ -416,11 +423,7 @@ def _sqlite_json(conn: sa.Connection, table: sa.Table, names: list[str], times: 
         return False
     sql = _json_sql.get(table.name)
     if sql is None:
-        cols = []
-        for i, n in enumerate(names):
-            v = f"value->>{i}"
-            cols.append(f"CASE WHEN typeof({v}) = 'integer' THEN strftime('%Y-%m-%d %H:%M:%S', {v} / 1000000000, "
-                        f"'unixepoch') || printf('.%06d', {v} / 1000 % 1000000) ELSE {v} END" if n in times else v)
+        cols = [f"value->>{i}" for i in range(len(names))]
         sql = _json_sql[table.name] = (f"INSERT INTO {table.name} ({', '.join(names)}) "
                                        f"SELECT {', '.join(cols)} FROM json_each(?)")
     conn.exec_driver_sql(sql, (payload.decode(),))

@@ -178,6 +178,25 @@ def test_secrets_never_stored_in_params(sqlite_tracer):
                 assert "SECRETSECRET" not in repr(tuple(row)) and "tok-999" not in repr(tuple(row))
 
 
+
+def test_repeated_params_are_stored_as_each_call_passed_them(sqlite_tracer):
+    # params repeat call after call, so their stored form is remembered: a remembered form must
+    # still be scrubbed, and 1, 1.0 and True (equal in Python) must each be stored as passed
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    h = LLMTraceCallbackHandler(sqlite_tracer)
+    seen = []
+    for temperature in (1, 1.0, True, 1, 1.0):
+        model = ScriptedChatModel(script=[answer("ok")]).bind(api_key="sk-proj-SECRETSECRET123",
+                                                              temperature=temperature)
+        model.invoke("hi", config={"callbacks": [h]})
+        sqlite_tracer.flush()
+        [call] = sqlite_tracer.get_trace(h.last_trace_id).to_dict()["llm_calls"]
+        assert call["params"]["api_key"] == "[SECRET]"
+        seen.append(call["params"]["temperature"])
+    assert seen == [1, 1.0, True, 1, 1.0]
+    assert [type(v) for v in seen] == [int, float, bool, int, float]
+
 def test_tokens_from_llm_output_and_response_metadata(sqlite_tracer):
     # providers that report usage only in llm_output (OpenAI-style) or response_metadata (Anthropic-style)
     from langchain_core.messages import AIMessage
