@@ -28,6 +28,7 @@ from llmtrace._shared import forget, share
 
 _RECENT_SPANS = 50_000
 _LIVE_TRACES = 20_000
+_DONE_TRACES = 32  # (a late child comes within moments; after that, a revived trace)
 _RESERVED_META = ("llmtrace_", "ls_", "langgraph_", "checkpoint_", "__")
 
 
@@ -113,7 +114,11 @@ class Recorder:
         self._redactors: dict[str, Redactor] = {}
         self._params_seen: dict[tuple, str] = {}
         self._open: dict[Any, _Span] = {}  # keyed by the id objects the framework passes
-        self._recent: OrderedDict[Any, tuple[_Trace, str]] = OrderedDict()  # ended span -> its trace, its id
+        # Ended span -> (trace id, span id, capture): strings only, which the garbage collector stops
+        # tracking, so 50,000 of them never count toward the application's full collections (a
+        # reference to the trace object did: it kept every trace's dicts alive and promoted).
+        self._recent: OrderedDict[Any, tuple[str, str, str]] = OrderedDict()
+        self._done: OrderedDict[str, _Trace] = OrderedDict()  # traces whose roots all ended lately
         self._traces: OrderedDict[str, _Trace] = OrderedDict()
 
     # -- events -------------------------------------------------------------------------------
@@ -204,7 +209,8 @@ class Recorder:
         ended = None
         if trace is None and parent_key is not None:
             ended = self._recent.get(parent_key)  # parent already ended: still the same trace
-            trace = ended[0] if ended is not None else None
+            if ended is not None:
+                trace = self._traces.get(ended[0]) or self._done.get(ended[0]) or self._revived(*ended)
         is_root = trace is None
         if is_root:  # no parent, or a parent we never saw: a new root rather than a lost span
             trace = self._trace_for_root(span_id, root, metadata)
@@ -268,7 +274,7 @@ class Recorder:
             return  # never started here (handler attached mid-run): nothing to pair it with
         span_id = span.span_id
         trace = span.trace
-        self._recent[key] = (trace, span_id)
+        self._recent[key] = (trace.trace_id, span_id, trace.capture)
         if span.annot and span.annot["end"]:
             out = {**out, **span.annot["end"]}
         if len(self._recent) > _RECENT_SPANS:
@@ -445,8 +451,17 @@ class Recorder:
             "_fresh": trace.fresh,
         })
         trace.fresh = False
-        if trace.roots_open <= 0:
-            self._traces.pop(trace.trace_id, None)
+        if trace.roots_open <= 0 and self._traces.pop(trace.trace_id, None) is not None:
+            self._done[trace.trace_id] = trace  # a late child (a parent that ended first) finds it here
+            if len(self._done) > _DONE_TRACES:
+                self._done.popitem(last=False)
+
+    def _revived(self, trace_id: str, _span_id: str, capture: str) -> _Trace:
+        """A trace that ended long before this late child: its id and capture mode, nothing else."""
+        trace = self._done[trace_id] = _Trace(trace_id, {}, capture)
+        if len(self._done) > _DONE_TRACES:
+            self._done.popitem(last=False)
+        return trace
 
     # -- feedback and validations ------------------------------------------------------------
 

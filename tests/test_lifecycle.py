@@ -96,3 +96,26 @@ def test_default_tracer_from_environment(tmp_path, monkeypatch):
     simple_chain(ScriptedChatModel(script=[answer("x")])).invoke({"question": "q"}, config={"callbacks": [h], "run_id": run_id})
     assert llmtrace.default_tracer().get_trace(str(run_id)).trace_id == str(run_id)
     h.tracer.close()
+
+
+def test_a_child_that_starts_after_its_parent_ended_stays_in_its_trace_and_capture_mode(sqlite_tracer):
+    # The recorder remembers ended spans as plain ids (not the trace objects, which the app's
+    # garbage collector would have to carry): a late child still joins its trace, with the trace's
+    # capture mode, whether the trace ended a moment ago or a hundred traces ago.
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    h = LLMTraceCallbackHandler(sqlite_tracer)
+    for others in (0, 100):
+        root, child = uuid.uuid4(), uuid.uuid4()
+        h.on_chain_start({}, {"q": "x"}, run_id=root, name="root", metadata={"llmtrace_capture": "metadata"})
+        h.on_chain_end({"a": "done"}, run_id=root)
+        for i in range(others):  # other traces end in between
+            run = uuid.uuid4()
+            h.on_chain_start({}, {"q": i}, run_id=run, name="other")
+            h.on_chain_end({"a": i}, run_id=run)
+        h.on_chain_start({}, {"q": "late, from ann@example.com"}, run_id=child, parent_run_id=root, name="late")
+        h.on_chain_end({"a": "ann@example.com"}, run_id=child)
+        sqlite_tracer.flush()
+        spans = sqlite_tracer.get_trace(str(root)).to_dict()["spans"]
+        assert [(s["name"], s["parent_id"]) for s in spans] == [("root", None), ("late", str(root))]
+        assert all(s["inputs"] is None and s["outputs"] is None for s in spans)  # metadata: no content
