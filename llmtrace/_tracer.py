@@ -20,7 +20,7 @@ from llmtrace._cost import PriceBook, default_pricebook, prices_from_env
 from llmtrace._errors import ConfigError, InvalidFeedback
 from llmtrace._privacy import Processor, hash_user_id, is_user_hash
 from llmtrace._query import ACTIONS
-from llmtrace._recorder import Recorder, Rows
+from llmtrace._recorder import Recorder
 from llmtrace._redact import as_processor
 from llmtrace._store import Store, new_secret
 from llmtrace._writer import Writer
@@ -332,7 +332,6 @@ class Tracer:
     def _after_fork(self) -> None:
         # The child has the parent's queue but no writer thread: the parent writes its own events.
         self._writer.queue.clear()
-        self._writer.pending = Rows()
         self._store.dispose(close=False)
         self._writer.wake = threading.Event()
         self._writer.counters.lock = threading.Lock()

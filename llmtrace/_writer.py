@@ -39,9 +39,6 @@ _TOOL_UPDATE = (S.tool_calls.update().where(S.tool_calls.c.id == sa.bindparam("b
                 .values(tool_span_id=sa.bindparam("tool_span_id"), status=sa.bindparam("status"),
                         latency_ms=sa.bindparam("latency_ms")))
 _SWEEP_EVERY_S = 30.0  # open-span expiry and the periodic purge are checked this often
-# The writer wakes to make events rows once this many wait; it writes rows every ``interval``
-# (see Writer._drain_inline).
-_CONVERT_AT_EVENTS = 256
 
 
 class Counters:
@@ -66,15 +63,13 @@ class Writer:
         self.recorder = recorder
         self.queue: deque = deque()
         self.max = queue_size
-        self.wake_at = max(1, min(_CONVERT_AT_EVENTS, batch_size, queue_size // 2))
+        self.wake_at = max(1, min(batch_size, queue_size // 2))
         self.block_seconds = block_seconds if on_full == "block" else 0.0
         self.batch_size = batch_size
         self.interval = interval
         self.retries = retries
         self.open_span_timeout_ns = int(open_span_timeout * 1e9)
         self.counters = Counters()
-        self.pending = Rows()  # converted, not yet written
-        self._last_write = time.monotonic()
         self.wake = threading.Event()
         self.stopping = False
         self.thread: threading.Thread | None = None
@@ -164,26 +159,17 @@ class Writer:
 
     def _run(self) -> None:
         while not self.stopping:
-            self.wake.wait(max(0.0, self._last_write + self.interval - time.monotonic()))
+            self.wake.wait(self.interval)
             self.wake.clear()
             try:
-                self._drain_inline(inline=False)
+                self._drain_inline()
             except Exception as exc:  # never let the writer die: count, report, go on
                 self.problem("writer", exc)
 
-    def _drain_inline(self, inline: bool = True) -> None:
-        """Make the queued events rows; write them when a second has passed, a batch is full,
-        someone waits, or (``inline``) the caller is not the writer thread.
-
-        Converting soon and writing seldom: an event holds the framework's objects (messages, a
-        model's whole result) until it is converted, and objects alive long enough to survive two
-        of the garbage collector's young collections are promoted to the old generation, whose
-        growth triggers the full collections the application's thread pays for. Rows are few
-        small dicts and strings. Writes, though, each cost a transaction and a round of GIL
-        hand-offs, so they stay once a second.
-        """
+    def _drain_inline(self) -> None:
         q = self.queue
         while q:
+            rows = Rows()
             barriers = []
             n = 0
             try:
@@ -194,34 +180,22 @@ class Writer:
                         barriers.append(ev[1])
                         break  # write what came before, then release the waiter
                     try:
-                        self.recorder.apply(ev, self.pending)
+                        self.recorder.apply(ev, rows)
                     except Exception as exc:
                         self.problem("record", exc)
-                if barriers or inline or self._write_due():
-                    self._write_pending()
+                self._maybe_sweep(rows)
+                try:
+                    self.recorder.finish(rows)
+                except Exception as exc:
+                    self.problem("content", exc)
+                if rows.count():
+                    self._write(rows)
+                if self.recorder.alerts is not None and self.recorder.alerts.pending:
+                    self.recorder.alerts.deliver()
             finally:
                 for done in barriers:  # a waiter is released whatever happened
                     done.set()
-        if inline or self._write_due():
-            self._write_pending()
         self._maybe_sweep(None)
-
-    def _write_due(self) -> bool:
-        return (self.waiters > 0 or self.stopping or time.monotonic() - self._last_write >= self.interval
-                or self.pending.count() >= self.batch_size)
-
-    def _write_pending(self) -> None:
-        rows, self.pending = self.pending, Rows()
-        self._last_write = time.monotonic()
-        self._maybe_sweep(rows)
-        try:
-            self.recorder.finish(rows)
-        except Exception as exc:
-            self.problem("content", exc)
-        if rows.count():
-            self._write(rows)
-        if self.recorder.alerts is not None and self.recorder.alerts.pending:
-            self.recorder.alerts.deliver()
 
     def _maybe_sweep(self, rows: Rows | None) -> None:
         now = time.monotonic()
@@ -313,7 +287,6 @@ class Writer:
         with c.lock:
             return {
                 "queue_depth": len(self.queue), "queue_size": self.max, "writer_alive": self.alive(),
-                "rows_pending": self.pending.count(),
                 "records_written": c.rows_written, "spans_written": c.spans_written,
                 "llm_calls_written": c.llm_calls_written, "dropped": c.enqueued_dropped,
                 "failed": c.rows_failed, "write_errors": c.write_errors, "processing_errors": c.problems,
