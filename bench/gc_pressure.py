@@ -17,36 +17,14 @@ import gc
 import os
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from breakdown import GCClock  # noqa: E402
 from workloads import BUILDERS, FRAMEWORK  # noqa: E402
 
 import llmtrace  # noqa: E402
-
-
-class GCClock:
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.counts = [0, 0, 0]
-        self._t0 = 0.0
-        gc.callbacks.append(self)
-
-    def __call__(self, phase: str, info: dict) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        if phase == "start":
-            self._t0 = time.perf_counter()
-        else:
-            self.seconds += time.perf_counter() - self._t0
-            self.counts[info["generation"]] += 1
-
-    def take(self) -> tuple[float, list[int]]:
-        out = (self.seconds, self.counts)
-        self.seconds, self.counts = 0.0, [0, 0, 0]
-        return out
 
 
 def block(run, callbacks, n: int, clock: GCClock) -> tuple[float, float, list[int]]:
