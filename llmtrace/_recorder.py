@@ -210,7 +210,8 @@ class Recorder:
         if trace is None and parent_key is not None:
             ended = self._recent.get(parent_key)  # parent already ended: still the same trace
             if ended is not None:
-                trace = self._traces.get(ended[0]) or self._done.get(ended[0]) or self._revived(*ended)
+                trace = (self._traces.get(ended[0]) or self._done.get(ended[0])
+                         or self._keep_done(_Trace(ended[0], {}, ended[2])))  # ended long ago: id, capture
         is_root = trace is None
         if is_root:  # no parent, or a parent we never saw: a new root rather than a lost span
             trace = self._trace_for_root(span_id, root, metadata)
@@ -452,13 +453,11 @@ class Recorder:
         })
         trace.fresh = False
         if trace.roots_open <= 0 and self._traces.pop(trace.trace_id, None) is not None:
-            self._done[trace.trace_id] = trace  # a late child (a parent that ended first) finds it here
-            if len(self._done) > _DONE_TRACES:
-                self._done.popitem(last=False)
+            self._keep_done(trace)
 
-    def _revived(self, trace_id: str, _span_id: str, capture: str) -> _Trace:
-        """A trace that ended long before this late child: its id and capture mode, nothing else."""
-        trace = self._done[trace_id] = _Trace(trace_id, {}, capture)
+    def _keep_done(self, trace: _Trace) -> _Trace:
+        """Keep an ended trace for a late child (one whose parent ended first) to find."""
+        self._done[trace.trace_id] = trace
         if len(self._done) > _DONE_TRACES:
             self._done.popitem(last=False)
         return trace

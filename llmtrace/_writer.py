@@ -315,11 +315,11 @@ class _SqliteTime:
         self.prefixes: dict[int, str] = {}
 
     def __call__(self, ns: int) -> str:
-        prefix = self.prefixes.get(ns // 1_000_000_000)
+        sec = ns // 1_000_000_000
+        prefix = self.prefixes.get(sec)
         if prefix is None:
             if len(self.prefixes) >= 256:
                 self.prefixes.clear()
-            sec = ns // 1_000_000_000
             prefix = self.prefixes[sec] = time.strftime("%Y-%m-%d %H:%M:%S.", time.gmtime(sec))
         return f"{prefix}{ns // 1000 % 1_000_000:06d}"
 
