@@ -10,7 +10,6 @@ of its own. ``convert(raw)`` runs later on the writer thread and returns plain f
     (ERROR, t_ns, span_id, exc, extra)
     (RETRY, t_ns, span_id)
     (FEEDBACK | VALIDATION, t_ns, trace_id, fields)
-    (BARRIER, threading.Event)
     (ANNOTATE, t_ns, span_id, convert, raw)   convert(raw) -> {"kind", "start": {...}, "end": {...}}
 """
 
@@ -23,7 +22,7 @@ import random
 import time
 from typing import Any
 
-START, END, ERROR, RETRY, FEEDBACK, VALIDATION, BARRIER, ANNOTATE = range(8)
+START, END, ERROR, RETRY, FEEDBACK, VALIDATION, ANNOTATE = range(7)
 
 _seq = itertools.count()
 _node = random.getrandbits(32)

@@ -332,8 +332,11 @@ class Tracer:
     def _after_fork(self) -> None:
         # The child has the parent's queue but no writer thread: the parent writes its own events.
         self._writer.queue.clear()
+        self._writer.unwritten.clear()
         self._store.dispose(close=False)
         self._writer.wake = threading.Event()
+        self._writer.lock = threading.Lock()  # (a copy of a lock the parent's writer may have held)
+        self._writer.drainer = None
         self._writer.counters.lock = threading.Lock()
         self._writer.start()
 

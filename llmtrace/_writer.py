@@ -1,12 +1,12 @@
 """The write path: a bounded queue the callbacks append to, and one writer thread per process.
 
 Callbacks only append a tuple (``collections.deque.append`` is atomic and costs tens of
-nanoseconds); the writer wakes on a timer, when the queue fills up, or on ``flush``; it converts
-the events to rows (``Recorder``) and inserts them in one transaction per batch: at the driver
-level (multi-row inserts on SQLite, ``executemany`` elsewhere), or on SQLite while nobody waits,
-as one JSON document per table that SQLite unpacks without the GIL. A database error is retried
-with backoff, then the rows are counted as failed and reported; nothing is ever raised into the
-caller.
+nanoseconds); the writer wakes on a timer or when the queue fills up; it converts the events to
+rows (``Recorder``) and inserts them in one transaction per batch: at the driver level (multi-row
+inserts on SQLite, ``executemany`` elsewhere), or on SQLite, as one JSON document per table that
+SQLite unpacks without the GIL. ``flush`` does the same work on the thread that calls it, which
+would otherwise only wait (see ``Writer.flush``). A database error is retried with backoff, then
+the rows are counted as failed and reported; nothing is ever raised into the caller.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from loguru import logger
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from llmtrace import _audit as A
-from llmtrace import _events as E
 from llmtrace import _schema as S
 from llmtrace._checkpoint import Checkpointer
 from llmtrace._recorder import Recorder, Rows
@@ -73,7 +72,9 @@ class Writer:
         self.wake = threading.Event()
         self.stopping = False
         self.thread: threading.Thread | None = None
-        self.waiters = 0  # threads inside flush()
+        self.lock = threading.Lock()  # one thread converts and writes at a time (the Recorder has no locks)
+        self.drainer: int | None = None  # the thread holding ``lock``
+        self.unwritten: deque[Rows] = deque()  # batches a flush gave up retrying: the writer goes on
         self.checkpointer = Checkpointer(store, self.problem) if Checkpointer.wanted(store) else None
         self._last_sweep = time.monotonic()
         self.purge_interval = purge_interval
@@ -122,31 +123,34 @@ class Writer:
         return self.thread is not None and self.thread.is_alive()
 
     def flush(self, timeout: float | None) -> bool:
-        """Wait until everything submitted before this call is in the database (or failed)."""
-        if not self.alive():
-            if self.queue:
-                self._drain_inline()
-            return not self.queue
-        done = threading.Event()
-        with self.counters.lock:
-            self.waiters += 1  # someone is blocked on the writer: it writes for speed, not for stealth
+        """Write everything submitted before this call; False if ``timeout`` ran out first.
+
+        The calling thread does the work itself instead of waking the writer and waiting: it
+        would only wait, the events it converts are still in its core's cache (the writer thread,
+        on the other core, reads them from memory: two thirds more time on a 2-core machine), and
+        no thread hand-off is paid. A batch whose write fails past the deadline is left to the
+        writer thread, which retries it before anything newer.
+        """
+        if self.drainer == threading.get_ident():
+            return False  # called from inside a batch (an alert sink, a processor): it cannot wait for itself
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return False
         try:
-            self.queue.append((E.BARRIER, done))
-            self.wake.set()
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while not done.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))):
-                if not self.alive():
-                    self._drain_inline()  # the writer died (it should not): do its work here
-                    return not self.queue
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-            return True
+            self.drainer = threading.get_ident()
+            return self._drain(len(self.queue), deadline, unobtrusive=False)
+        except Exception as exc:  # never raised into the caller
+            self.problem("flush", exc)
+            return False
         finally:
-            with self.counters.lock:
-                self.waiters -= 1
+            self.drainer = None
+            self.lock.release()
 
     def stop(self, timeout: float | None) -> bool:
         ok = self.flush(timeout)
+        if not ok:
+            logger.warning("llmtrace: stopping with {} event(s) and {} batch(es) not written within {}s; last error: {}",
+                           len(self.queue), len(self.unwritten), timeout, self.counters.last_error)
         self.stopping = True
         self.wake.set()
         if self.thread is not None and self.thread is not threading.current_thread():
@@ -162,40 +166,61 @@ class Writer:
             self.wake.wait(self.interval)
             self.wake.clear()
             try:
-                self._drain_inline()
+                with self.lock:
+                    self.drainer = threading.get_ident()
+                    try:
+                        self._drain(None, None, unobtrusive=True)
+                    finally:
+                        self.drainer = None
             except Exception as exc:  # never let the writer die: count, report, go on
                 self.problem("writer", exc)
 
-    def _drain_inline(self) -> None:
+    def _drain(self, limit: int | None, deadline: float | None, unobtrusive: bool) -> bool:
+        """Convert and write queued events (at most ``limit``; all if None), batch by batch.
+        False if a write was left to the writer thread or ``deadline`` passed. Holds ``lock``."""
+        while self.unwritten:  # older than anything in the queue: first
+            if not self._write(self.unwritten[0], deadline, unobtrusive):
+                return False
+            self.unwritten.popleft()
         q = self.queue
-        while q:
+        left = (1 << 62) if limit is None else limit
+        while left > 0 and q:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
             rows = Rows()
-            barriers = []
-            n = 0
             try:
-                while q and n < self.batch_size:
+                n = 0
+                while q and n < self.batch_size and n < left:
                     ev = q.popleft()
                     n += 1
-                    if ev[0] == E.BARRIER:
-                        barriers.append(ev[1])
-                        break  # write what came before, then release the waiter
                     try:
                         self.recorder.apply(ev, rows)
                     except Exception as exc:
                         self.problem("record", exc)
+                left -= n
                 self._maybe_sweep(rows)
                 try:
                     self.recorder.finish(rows)
                 except Exception as exc:
                     self.problem("content", exc)
-                if rows.count():
-                    self._write(rows)
-                if self.recorder.alerts is not None and self.recorder.alerts.pending:
-                    self.recorder.alerts.deliver()
-            finally:
-                for done in barriers:  # a waiter is released whatever happened
-                    done.set()
+                if rows.count() and not self._write(rows, deadline, unobtrusive):
+                    self.unwritten.append(rows)
+                    return False
+            except BaseException:  # interrupted (Ctrl-C in a flush): what was converted is kept
+                self._keep_unwritten(rows)
+                raise
+            if self.recorder.alerts is not None and self.recorder.alerts.pending:
+                self.recorder.alerts.deliver()
         self._maybe_sweep(None)
+        return left <= 0 or not q
+
+    def _keep_unwritten(self, rows: Rows) -> None:
+        try:
+            self.recorder.finish(rows)  # (content still pending when the interruption came)
+        except Exception as exc:
+            self.problem("content", exc)
+        if rows.count():
+            self.unwritten.append(rows)
 
     def _maybe_sweep(self, rows: Rows | None) -> None:
         now = time.monotonic()
@@ -220,33 +245,38 @@ class Writer:
                 self.problem("purge", exc)
         if rows is None:
             self.recorder.finish(own)
-            if own.count():
-                self._write(own)
+            if own.count() and not self._write(own, None, True):
+                self.unwritten.append(own)
 
-    def _write(self, rows: Rows) -> None:
+    def _write(self, rows: Rows, deadline: float | None, unobtrusive: bool) -> bool:
+        """Write one batch, retrying with backoff. True when it is done with the batch (written,
+        or counted as failed); False when the next retry would pass ``deadline``."""
         total = rows.count()
         delay = 0.1
         for attempt in range(self.retries + 1):
             try:
                 self.store.ensure_schema()
                 with self.store.engine.begin() as conn:
-                    write_rows(conn, rows, self.audit, unobtrusive=not self.waiters)
+                    write_rows(conn, rows, self.audit, unobtrusive=unobtrusive)
                 self._written(rows, total)
-                return
+                return True
             except IntegrityError as exc:
                 # A bad row (e.g. a duplicate id) must not take the whole batch with it.
                 self._note_error(exc)
                 self._write_one_by_one(rows)
-                return
+                return True
             except Exception as exc:
                 self._note_error(exc)
                 if attempt < self.retries:
+                    if deadline is not None and time.monotonic() + delay > deadline:
+                        return False
                     time.sleep(delay)
                     delay *= 4
         with self.counters.lock:
             self.counters.rows_failed += total
         logger.error("llmtrace could not write {} rows after {} attempts: {}", total, self.retries + 1,
                      self.counters.last_error)
+        return True
 
     def _write_one_by_one(self, rows: Rows) -> None:
         for name in (*_INSERT_ORDER, "tool_updates", "traces"):

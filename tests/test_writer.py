@@ -1,8 +1,10 @@
-"""The writer's two SQLite insert paths store the same rows, and it picks the one the moment needs."""
+"""The writer's two SQLite insert paths store the same rows, and it picks the one the moment needs;
+flush writes on the calling thread, gives up on time, and loses nothing it gave up on."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -137,3 +139,79 @@ def test_a_sqlite_without_json_gets_bound_parameters(tmp_path, monkeypatch):
         W.write_rows(conn, _rows(), unobtrusive=True)
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM llmtrace_spans").scalar() == 3
+
+
+def _feedback_rows(tracer) -> int:
+    with tracer._store.engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT count(*) FROM llmtrace_feedback").scalar()
+
+
+def test_flush_writes_on_the_calling_thread(sqlite_url, monkeypatch):
+    threads = []
+    real = W.write_rows
+
+    def spy(conn, rows, audit=False, unobtrusive=False):
+        threads.append(threading.current_thread())
+        return real(conn, rows, audit, unobtrusive)
+
+    monkeypatch.setattr(W, "write_rows", spy)
+    with llmtrace.Tracer(sqlite_url, flush_interval_seconds=60) as tracer:
+        for i in range(3):
+            tracer.record_feedback(f"t-{i}", "accepted")
+        assert tracer.flush(10)
+        assert threads == [threading.main_thread()]
+        assert _feedback_rows(tracer) == 3 and tracer.health()["queue_depth"] == 0
+
+
+def test_a_flush_that_runs_out_of_time_leaves_the_batch_to_the_writer(sqlite_url, monkeypatch):
+    failures = {"left": 2}
+    real = W.write_rows
+
+    def flaky(conn, rows, audit=False, unobtrusive=False):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise sa.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+        return real(conn, rows, audit, unobtrusive)
+
+    monkeypatch.setattr(W, "write_rows", flaky)
+    with llmtrace.Tracer(sqlite_url, flush_interval_seconds=0.05, write_retries=3) as tracer:
+        tracer._writer.lock.acquire()  # the writer thread waits while the flush runs
+        tracer.record_feedback("t-1", "accepted")
+        tracer._writer.lock.release()
+        assert tracer.flush(0.01) is False  # the first retry would wait past the timeout
+        assert tracer.health()["queue_depth"] == 0  # converted: it is the writer's to retry now
+        tracer.record_feedback("t-2", "accepted")  # newer: written after the batch it waited behind
+        assert tracer.flush(10)
+        h = tracer.health()
+        assert _feedback_rows(tracer) == 2 and h["failed"] == 0 and h["write_errors"] == 2
+
+
+def test_a_flush_interrupted_mid_batch_loses_nothing(sqlite_url, monkeypatch):
+    calls = {"n": 0}
+    real = W.write_rows
+
+    def interrupted_once(conn, rows, audit=False, unobtrusive=False):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return real(conn, rows, audit, unobtrusive)
+
+    monkeypatch.setattr(W, "write_rows", interrupted_once)
+    with llmtrace.Tracer(sqlite_url, flush_interval_seconds=60) as tracer:
+        tracer.record_feedback("t-1", "edited", correction="the text the user kept")
+        with pytest.raises(KeyboardInterrupt):
+            tracer.flush(10)
+        assert tracer.flush(10)
+        assert _feedback_rows(tracer) == 1
+        with tracer._store.engine.connect() as conn:  # the content converted before the interruption too
+            assert "the text the user kept" in conn.exec_driver_sql("SELECT body FROM llmtrace_contents").scalar()
+
+
+def test_a_flush_from_inside_a_batch_returns_instead_of_waiting_for_itself(sqlite_url):
+    seen = []
+    tracer = llmtrace.Tracer(sqlite_url, flush_interval_seconds=60, capture="redacted",
+                             processors=[lambda fields: seen.append(tracer.flush(1)) or fields])
+    with tracer:
+        tracer.record_feedback("t-1", "edited", correction="kept")
+        assert tracer.flush(10)
+        assert seen == [False] and _feedback_rows(tracer) == 1
