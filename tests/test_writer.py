@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -215,3 +215,15 @@ def test_a_flush_from_inside_a_batch_returns_instead_of_waiting_for_itself(sqlit
         tracer.record_feedback("t-1", "edited", correction="kept")
         assert tracer.flush(10)
         assert seen == [False] and _feedback_rows(tracer) == 1
+
+
+def test_sqlite_time_text_is_what_datetime_writes():
+    import random
+
+    rng = random.Random(7)
+    edges = [0, 999, 1_000, 999_999_999, 1_000_000_000, NOW, NOW + 994_999_000, 4_102_444_799_999_999_999]
+    values = edges + [rng.randrange(0, 4_102_444_800 * 10**9) for _ in range(5000)]
+    values += [NOW + rng.randrange(0, 3 * 10**9) for _ in range(5000)]  # (the cached prefixes, as in a batch)
+    for ns in values:
+        expected = (datetime(1970, 1, 1) + timedelta(microseconds=ns // 1000)).strftime("%Y-%m-%d %H:%M:%S.%f")
+        assert W._sqlite_time(ns) == expected, ns
