@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -40,7 +41,20 @@ def create_engine(url: str) -> Engine:
         ) from None
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        _bind_none_and_bool_directly()
     return engine
+
+
+def _bind_none_and_bool_directly() -> None:
+    """sqlite3 binds int, float, str and bytes as they are, but sends None and bool through its
+    adapter protocol first; when no adapter is registered, CPython 3.11 then fails an attribute
+    lookup on a type and formats the AttributeError message it discards: 0.4 µs per value, and a
+    simple chain call's rows bind about 40 NULLs. A registered adapter is found at once. These
+    return what sqlite3 binds anyway (None as NULL, a bool as its integer), so nothing stored
+    changes, for llmtrace or the application; an adapter the application registered is kept."""
+    for cls, adapter in ((type(None), {}.get), (bool, int)):  # ({}.get(None) is None, in C)
+        if (cls, sqlite3.PrepareProtocol) not in sqlite3.adapters:
+            sqlite3.register_adapter(cls, adapter)
 
 
 # The commit that takes the write-ahead log past this many pages checkpoints it itself (~64 MB);

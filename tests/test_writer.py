@@ -227,3 +227,31 @@ def test_sqlite_time_text_is_what_datetime_writes():
     for ns in values:
         expected = (datetime(1970, 1, 1) + timedelta(microseconds=ns // 1000)).strftime("%Y-%m-%d %H:%M:%S.%f")
         assert W._sqlite_time(ns) == expected, ns
+
+
+def test_none_and_bool_bind_through_registered_adapters_and_the_apps_own_are_kept(sqlite_url):
+    from llmtrace import _store
+
+    keys = [(type(None), sqlite3.PrepareProtocol), (bool, sqlite3.PrepareProtocol)]
+    saved = {k: sqlite3.adapters[k] for k in keys if k in sqlite3.adapters}  # (module-global: restored after)
+    mine = str  # an application that stores its booleans as 'True' / 'False'
+    try:
+        sqlite3.adapters.pop(keys[0], None)
+        sqlite3.adapters[keys[1]] = mine
+        _store._bind_none_and_bool_directly()
+        assert sqlite3.adapters[keys[1]] is mine
+        assert sqlite3.adapters[keys[0]](None) is None
+        del sqlite3.adapters[keys[1]]
+        with llmtrace.Tracer(sqlite_url) as tracer:  # registers the bool adapter the application left free
+            assert sqlite3.adapters[keys[1]](True) == 1
+            tracer.record_validation("t-1", rule="cites-a-source", passed=True)
+            tracer.record_validation("t-1", rule="no-pii", passed=False)
+            assert tracer.flush(10)
+            with tracer._store.engine.connect() as conn:
+                got = conn.exec_driver_sql("SELECT rule, passed, typeof(passed), span_id, typeof(span_id) "
+                                           "FROM llmtrace_validations ORDER BY rule").fetchall()
+        assert got == [("cites-a-source", 1, "integer", None, "null"), ("no-pii", 0, "integer", None, "null")]
+    finally:
+        for k in keys:
+            sqlite3.adapters.pop(k, None)
+        sqlite3.adapters.update(saved)
