@@ -255,3 +255,33 @@ def test_none_and_bool_bind_through_registered_adapters_and_the_apps_own_are_kep
         for k in keys:
             sqlite3.adapters.pop(k, None)
         sqlite3.adapters.update(saved)
+
+
+def test_a_duplicate_row_costs_itself_not_its_batch(sqlite_url):
+    with llmtrace.Tracer(sqlite_url, flush_interval_seconds=60) as tracer:
+        tracer._store.ensure_schema()
+        rows = _rows()
+        already = Rows()
+        already.spans.append(dict(rows.spans[1]))  # (a span id the batch below carries again)
+        assert tracer._writer._write(already, None, unobtrusive=False)
+        assert tracer._writer._write(rows, None, unobtrusive=False)
+        h = tracer.health()
+        assert h["failed"] == 1 and h["write_errors"] == 2 and "IntegrityError" in h["last_error"]  # (batch, row)
+        stored = _dump(tracer._store)
+    assert {name: len(v) for name, v in stored.items()} == {t.name: 3 for t in (*W._TABLES.values(), S.traces)}
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 63, 100, 257, 700])
+def test_batches_of_any_length_are_inserted_whole_in_fixed_size_statements(tmp_path, n):
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    store.ensure_schema()
+    rows = Rows()
+    rows.spans.extend({"span_id": f"s-{i:04d}", "trace_id": "t", "name": "step", "kind": "chain",
+                       "started_at": NOW + i * 1000, "latency_ms": i / 10} for i in range(n))
+    with store.engine.begin() as conn:
+        W.write_rows(conn, rows)
+    with store.engine.connect() as conn:
+        got = conn.exec_driver_sql("SELECT span_id, started_at, latency_ms FROM llmtrace_spans ORDER BY span_id").fetchall()
+    assert [r[0] for r in got] == [f"s-{i:04d}" for i in range(n)]
+    assert got[-1][1] == W._sqlite_time(NOW + (n - 1) * 1000) and got[-1][2] == (n - 1) / 10
+    assert {size for (head, size) in W._multirow_sql if "llmtrace_spans" in head} <= set(W._SIZES)
