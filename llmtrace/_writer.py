@@ -392,14 +392,15 @@ def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict], as_json: boo
                     r[n] = conv(v)
     if sqlite and as_json and _sqlite_has_json(conn) and _sqlite_json(conn, table, names, rows):
         return
-    if positional:
-        params = _tuples(rows, names)
-    else:
-        params = [{n: r.get(n) for n in names} for r in rows]
     if sqlite and len(rows) > 1:
-        _sqlite_multirow(conn, sql, names, params)
+        # Columns empty in every row are left out (they are NULL by default): sqlite3 sends each
+        # None through its adapter lookup, and a batch's rows share most of their empty columns.
+        names = [n for n in names if any(r.get(n) is not None for r in rows)]
+        _sqlite_multirow(conn, table.name, names, _tuples(rows, names))
+    elif positional:
+        conn.exec_driver_sql(sql, _tuples(rows, names))
     else:
-        conn.exec_driver_sql(sql, params)
+        conn.exec_driver_sql(sql, [{n: r.get(n) for n in names} for r in rows])
 
 
 def _tuples(rows: list[dict], names: list[str]) -> list[tuple]:
@@ -415,7 +416,7 @@ _SIZES = (256, 64, 16, 4, 1)  # rows per multi-row INSERT: every batch is cut in
 _multirow_sql: dict[tuple[str, int], str] = {}
 
 
-def _sqlite_multirow(conn: sa.Connection, sql: str, names: list[str], params: list[tuple]) -> None:
+def _sqlite_multirow(conn: sa.Connection, table: str, names: list[str], params: list[tuple]) -> None:
     """Insert ``params`` with multi-row INSERTs of a few fixed sizes.
 
     sqlite3's executemany releases and retakes the GIL for every row; with the app's thread
@@ -423,11 +424,13 @@ def _sqlite_multirow(conn: sa.Connection, sql: str, names: list[str], params: li
     multi-row INSERT per chunk takes the GIL hand-off once. The chunk sizes are fixed because
     SQLite compiles a statement in longer than it takes to run it (about 2.7 µs per row of a dozen
     columns, against 1.1 µs to insert it), and sqlite3 reuses a compiled statement only for the
-    same text: cut into these sizes, batches of any length share five statements per table.
+    same text: cut into these sizes, batches of any length share five statements per table (and
+    set of filled columns: see _insert).
     Straight on the driver's cursor (in the same transaction): a chunk costs no SQLAlchemy
     execution context.
     """
-    head = sql.partition(" VALUES ")[0]
+    quote = conn.dialect.identifier_preparer.quote
+    head = f"INSERT INTO {quote(table)} ({', '.join([quote(n) for n in names])})"
     cur = conn.connection.driver_connection.cursor()
     i, n = 0, len(params)
     try:

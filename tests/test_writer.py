@@ -285,3 +285,10 @@ def test_batches_of_any_length_are_inserted_whole_in_fixed_size_statements(tmp_p
     assert [r[0] for r in got] == [f"s-{i:04d}" for i in range(n)]
     assert got[-1][1] == W._sqlite_time(NOW + (n - 1) * 1000) and got[-1][2] == (n - 1) / 10
     assert {size for (head, size) in W._multirow_sql if "llmtrace_spans" in head} <= set(W._SIZES)
+
+
+def test_no_column_has_a_database_default():
+    # The SQLite writer leaves out the columns a batch has no value for, which then take NULL:
+    # a column with a server default would silently get that default instead.
+    for table in S.METADATA.sorted_tables:
+        assert [c.name for c in table.columns if c.server_default is not None] == [], table.name
