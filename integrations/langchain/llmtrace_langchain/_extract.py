@@ -13,7 +13,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 
-from llmtrace._events import name_of, system_prompt_of
+from llmtrace._events import name_of
 from llmtrace._serialize import to_jsonable
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool", "function": "function",
@@ -146,7 +146,7 @@ def llm_start(raw: tuple) -> dict[str, Any]:
     params.pop("tools", None)
     params.pop("functions", None)
     return {"model": model, "provider": provider, "params": params,
-            "system_prompt": system_prompt_of(messages), "input_messages": messages, "tools_offered": offered}
+            "input_messages": messages, "tools_offered": offered}  # (the read side takes the system prompt from them)
 
 
 def _first_int(*values: Any) -> int | None:

@@ -9,7 +9,6 @@ from typing import Any
 
 from llama_index.core.schema import BaseNode
 
-from llmtrace._events import system_prompt_of
 from llmtrace._serialize import to_jsonable
 
 _SECRETISH = ("api_key", "token", "secret", "password")
@@ -76,7 +75,7 @@ def llm_start(raw: tuple) -> dict[str, Any]:
             offered.append({"name": getattr(meta, "name", None), "description": getattr(meta, "description", None),
                             "parameters": to_jsonable(meta.get_parameters_dict()) if meta is not None else None})
     return {"model": model, "provider": provider, "params": to_jsonable(params),
-            "system_prompt": system_prompt_of(messages), "input_messages": messages, "tools_offered": offered}
+            "input_messages": messages, "tools_offered": offered}  # (the read side takes the system prompt from them)
 
 
 def _usage(raw: Any, extra: dict) -> dict[str, int | None]:
