@@ -140,7 +140,11 @@ class Recorder:
             if span is None:
                 return
             # frameworks that stream pass the real inputs only at the end
-            self._load_start(span, extra["inputs"] if extra and "inputs" in extra else span.raw)
+            start_raw = extra["inputs"] if extra and "inputs" in extra else span.raw
+            if span.kind == "parser" and span.annot is None and span.convert is not None:
+                span.raw = start_raw  # started as a parser: converted in _end, and only if kept (see there)
+            else:
+                self._load_start(span, start_raw)
             # a prompt's rendered output is the next LLM call's input snapshot: not stored twice
             out = {} if span.start.get("skip_outputs") else self._convert(convert, raw)
             self._end(t, key, out, None, extra, rows)
@@ -294,8 +298,7 @@ class Recorder:
                 parent.llm_children -= 1
             self._llm_end(span, t, latency, out, error, extra or {}, rows, content)
         else:
-            inputs = span.start.get("inputs")
-            content["inputs"] = inputs
+            content["inputs"] = None
             content["outputs"] = out.get("outputs")
             if kind == "retriever" and exc is None:
                 self._retriever_end(span, t, latency, out, rows)
@@ -303,8 +306,9 @@ class Recorder:
                 self._tool_end(span, latency, status, rows)
             if kind == "parser" or (exc is not None and is_parse_failure(exc)):
                 link = self._parser_end(span, t, out, exc, error, rows)
-                if link is not None and kind == "parser":
-                    content["inputs"] = None  # it parsed that call's raw completion: not stored twice
+            if link is None or kind != "parser":  # (a parser's input is the raw completion of the call
+                self._load_start(span, span.raw)  # it is linked to: not converted, not stored twice)
+                content["inputs"] = span.start.get("inputs")
         if error is not None:
             content["error"] = error["message"]
         rows.spans.append({

@@ -93,6 +93,25 @@ def test_json_parser_output(sqlite_tracer):
     assert call["parser"] == "JsonOutputParser"
 
 
+def test_a_parser_stores_its_input_unless_it_parsed_a_model_answer(sqlite_tracer):
+    from langchain_core.messages import AIMessage
+    from langchain_core.output_parsers import StrOutputParser
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    h = LLMTraceCallbackHandler(sqlite_tracer)
+    StrOutputParser().invoke(AIMessage(content="typed by hand"), config={"callbacks": [h]})
+    alone = sqlite_tracer.get_trace(h.last_trace_id).to_dict()["spans"][0]
+    assert alone["inputs"] == {"role": "assistant", "content": "typed by hand"} and alone["outputs"] == "typed by hand"
+    said = "from the model: " + "refunds take five days " * 8  # (long enough to be stored once per trace)
+    simple_chain(ScriptedChatModel(script=[answer(said)])).invoke({"question": "q"}, config={"callbacks": [h]})
+    trace = sqlite_tracer.get_trace(h.last_trace_id)
+    with sqlite_tracer._store.engine.connect() as conn:  # stored once: as the call's raw completion
+        body = conn.exec_driver_sql("SELECT body FROM llmtrace_contents WHERE trace_id = ?", (trace.trace_id,)).scalar()
+    assert body.count(said) == 1
+    parser = next(s for s in trace.to_dict()["spans"] if s["kind"] == "parser")
+    assert parser["inputs"] == said == trace.to_dict()["llm_calls"][0]["raw_completion"]
+
+
 def test_with_structured_output(tracer, handler):
     model = ScriptedChatModel(script=[answer("", tool_calls=[tool_call(
         "Refund", {"eligible": False, "days_left": 0, "citations": ["pol-7#2"]}, "call_s")])])
