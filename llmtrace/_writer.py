@@ -188,13 +188,14 @@ class Writer:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             rows = Rows()
+            apply, take = self.recorder.apply, min(self.batch_size, left)
             try:
                 n = 0
-                while q and n < self.batch_size and n < left:
+                while q and n < take:
                     ev = q.popleft()
                     n += 1
                     try:
-                        self.recorder.apply(ev, rows)
+                        apply(ev, rows)
                     except Exception as exc:
                         self.problem("record", exc)
                 left -= n
