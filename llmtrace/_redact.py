@@ -170,7 +170,7 @@ NUMERIC_DETECTORS: tuple[Detector, ...] = (
              _both(_edge(_WORD), _on_value(_iban))),
     Detector("IP", re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"), _any_in("."),
              _both(_edge("0123456789."), _on_value(_ipv4))),
-    Detector("CARD", re.compile(r"\d(?:[ -]?\d){12,18}"), _any_in(""), _both(_edge("0123456789-+"), _on_value(_luhn))),
+    Detector("CARD", re.compile(r"\d(?:[ -]?\d){12,18}"), _any_in(""), _both(_edge(_WORD + "-+"), _on_value(_luhn))),
     Detector("SSN", re.compile(r"\d{3}-\d{2}-\d{4}"), _any_in("-"), _both(_edge("0123456789-"), _on_value(_ssn))),
     Detector("PHONE", re.compile(r"\+\d{8,15}|[+(\d][\d ().-]{6,22}\d"), _any_in(""),
              _both(_edge(_WORD + "+-."), _on_value(_phone))),

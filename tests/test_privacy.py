@@ -65,6 +65,7 @@ def test_each_detector(text, placeholder):
 
 @pytest.mark.parametrize("text", ["delivered 2026-11-10, total 49.00 EUR", "version 1.2.3 at 12:30:45",
                                   "trace 01a20274-f5e7-76d3-9385-30860b60449f", "run 9c1e5a2b-3407-4d6e-8a91-0b2c3d4e5f60",
+                                  "trace 01a22798-a628-7000-8000-0000a80e4ef7",  # (15 digits that pass Luhn, in a UUID)
                                   "commit 3f2a9c1b0d7e4567 and sha256 4b227777d4dd1fc61c6f884f48641d02b4d121d3",
                                   "order A-1001 of 3 items", "card 1234 5678 9012 3456 fails Luhn"])
 def test_no_false_positives_on_ordinary_text(text):
@@ -348,3 +349,19 @@ def test_trace_scope_capture_mode(sqlite_tracer):
     assert sqlite_tracer.get_trace(full.trace_id).to_dict()["llm_calls"][0]["raw_completion"] == "mail a@b.io"
     with pytest.raises(llmtrace.ConfigError):
         sqlite_tracer.trace(capture="everything")
+
+
+def test_ids_are_never_taken_for_numbers():
+    # Trace and run ids land in content and metadata (a replay's "replay_of"): one in ten UUIDs
+    # whose digit groups pass Luhn once looked like a card number to the redactor.
+    import random
+    import uuid
+
+    from llmtrace._events import ordered_id
+
+    rng = random.Random(11)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(10_000)]
+    ids += [ordered_id() for _ in range(10_000)]
+    r = Redactor()
+    changed = [i for i in ids if r.text(f"trace {i} ended") != f"trace {i} ended"]
+    assert changed == []
