@@ -199,7 +199,8 @@ class Writer:
                     except Exception as exc:
                         self.problem("record", exc)
                 left -= n
-                self._maybe_sweep(rows)
+                if unobtrusive:  # (the writer thread's own round: sweeps and purges never run in a caller's flush)
+                    self._maybe_sweep(rows)
                 try:
                     self.recorder.finish(rows)
                 except Exception as exc:
@@ -212,7 +213,8 @@ class Writer:
                 raise
             if self.recorder.alerts is not None and self.recorder.alerts.pending:
                 self.recorder.alerts.deliver()
-        self._maybe_sweep(None)
+        if unobtrusive:
+            self._maybe_sweep(None)
         return left <= 0 or not q
 
     def _keep_unwritten(self, rows: Rows) -> None:

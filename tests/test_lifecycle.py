@@ -119,3 +119,26 @@ def test_a_child_that_starts_after_its_parent_ended_stays_in_its_trace_and_captu
         spans = sqlite_tracer.get_trace(str(root)).to_dict()["spans"]
         assert [(s["name"], s["parent_id"]) for s in spans] == [("root", None), ("late", str(root))]
         assert all(s["inputs"] is None and s["outputs"] is None for s in spans)  # metadata: no content
+
+
+def test_a_span_that_never_ends_is_closed_as_abandoned_by_the_writer(sqlite_url, monkeypatch):
+    import time
+
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    import llmtrace
+    from llmtrace import _writer
+
+    monkeypatch.setattr(_writer, "_SWEEP_EVERY_S", 0.05)
+    with llmtrace.Tracer(sqlite_url, open_span_timeout_seconds=0.2, flush_interval_seconds=0.05) as tracer:
+        h = LLMTraceCallbackHandler(tracer)
+        run_id = uuid.uuid4()
+        h.on_chain_start({}, {"question": "q"}, run_id=run_id, name="StreamNobodyFinished")  # and no end
+        assert tracer.flush(10) and tracer.health()["open_spans"] == 1  # (a flush never sweeps)
+        deadline = time.monotonic() + 10
+        while tracer.health()["open_spans"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tracer.health()["abandoned_spans"] == 1 and tracer.flush(10)
+        [span] = tracer.get_trace(str(run_id)).to_dict()["spans"]
+    assert span["name"] == "StreamNobodyFinished" and span["status"] == "error"
+    assert "abandoned" in span["error"]["message"]
