@@ -292,3 +292,19 @@ def test_rerank_is_a_span_with_its_nodes(tracer, inst, index):
     assert len(rerank) == 1
     assert [n["source_id"] for n in rerank[0]["outputs"]] == [response.source_nodes[0].node.ref_doc_id]
     assert len(doc["llm_calls"][0]["retrieved"]) == 3  # what the retriever returned, before reranking
+
+
+def test_a_step_that_returns_a_stream_stores_a_marker_not_the_stream():
+    from llama_index.core.base.llms.types import CompletionResponse
+    from llmtrace_llamaindex import _extract as X
+
+    def tokens():
+        yield "a"
+
+    async def atokens():
+        yield "a"
+
+    stream, astream = tokens(), atokens()
+    assert X.outputs(stream) == {"outputs": "<generator>"} and X.outputs(astream) == {"outputs": "<async_generator>"}
+    assert next(stream) == "a"  # (left unconsumed: the app reads it, not llmtrace)
+    assert X.outputs(CompletionResponse(text="hi")) == {"outputs": "hi"} and X.outputs([1, 2]) == {"outputs": [1, 2]}
