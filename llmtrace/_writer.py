@@ -442,6 +442,8 @@ def _sqlite_multirow(conn: sa.Connection, table: str, names: list[str], params: 
                 continue
             text = _multirow_sql.get((head, size))
             if text is None:
+                if len(_multirow_sql) >= 512:  # (one per table, size and set of filled columns)
+                    _multirow_sql.clear()
                 one = "(" + ",".join("?" * len(names)) + ")"
                 text = _multirow_sql[head, size] = head + " VALUES " + ",".join([one] * size)
             while n - i >= size:
