@@ -380,9 +380,6 @@ class Recorder:
             value = start.get(key) if key in start else out.get(key)
             if value is not None:
                 content[key] = value
-        system = start.get("system_prompt")  # (an integration passes one only when the messages lack it)
-        if system is not None and system != E.system_prompt_of(messages):
-            content["system_prompt"] = system  # only when not already in the messages (read side derives it)
 
     def _retriever_end(self, span: _Span, t, latency, out, rows: Rows) -> None:
         span.trace.retrievers.append((t, latency))

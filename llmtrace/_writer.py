@@ -137,13 +137,11 @@ class Writer:
         if not self.lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             return False
         try:
-            self.drainer = threading.get_ident()
-            return self._drain(len(self.queue), deadline, unobtrusive=False)
+            return self._drain_held(len(self.queue), deadline, unobtrusive=False)
         except Exception as exc:  # never raised into the caller
             self.problem("flush", exc)
             return False
         finally:
-            self.drainer = None
             self.lock.release()
 
     def stop(self, timeout: float | None) -> bool:
@@ -167,13 +165,17 @@ class Writer:
             self.wake.clear()
             try:
                 with self.lock:
-                    self.drainer = threading.get_ident()
-                    try:
-                        self._drain(None, None, unobtrusive=True)
-                    finally:
-                        self.drainer = None
+                    self._drain_held(None, None, unobtrusive=True)
             except Exception as exc:  # never let the writer die: count, report, go on
                 self.problem("writer", exc)
+
+    def _drain_held(self, limit: int | None, deadline: float | None, unobtrusive: bool) -> bool:
+        """``_drain`` by the thread holding ``lock``, which a flush from inside the batch must know."""
+        self.drainer = threading.get_ident()
+        try:
+            return self._drain(limit, deadline, unobtrusive)
+        finally:
+            self.drainer = None
 
     def _drain(self, limit: int | None, deadline: float | None, unobtrusive: bool) -> bool:
         """Convert and write queued events (at most ``limit``; all if None), batch by batch.
