@@ -161,16 +161,18 @@ def _first_int(*values: Any) -> int | None:
 def tokens(msg: Any, llm_output: dict | None) -> dict[str, int | None]:
     usage = getattr(msg, "usage_metadata", None) if msg is not None else None
     if usage:
-        inp, out = usage.get("input_tokens"), usage.get("output_tokens")
-        cached = (usage.get("input_token_details") or {}).get("cache_read")
-        reasoning = (usage.get("output_token_details") or {}).get("reasoning")
-        total = usage.get("total_tokens")
+        inp, out = _first_int(usage.get("input_tokens")), _first_int(usage.get("output_tokens"))
+        cached = _first_int((usage.get("input_token_details") or {}).get("cache_read"))
+        reasoning = _first_int((usage.get("output_token_details") or {}).get("reasoning"))
+        total = _first_int(usage.get("total_tokens"))
     else:
         meta = getattr(msg, "response_metadata", None) or {}
         tu = ((llm_output or {}).get("token_usage") or (llm_output or {}).get("usage")
-              or meta.get("token_usage") or meta.get("usage") or {})
+              or meta.get("token_usage") or meta.get("usage"))
+        if not tu:  # nothing reported (fake and local models): nothing to look through
+            return dict.fromkeys(_TOKEN_FIELDS)
         if not isinstance(tu, dict):
-            tu = to_jsonable(tu) if tu else {}
+            tu = to_jsonable(tu)
             tu = tu if isinstance(tu, dict) else {}
         inp = _first_int(tu.get("prompt_tokens"), tu.get("input_tokens"))
         out = _first_int(tu.get("completion_tokens"), tu.get("output_tokens"))
@@ -180,8 +182,10 @@ def tokens(msg: Any, llm_output: dict | None) -> dict[str, int | None]:
         reasoning = _first_int((tu.get("completion_tokens_details") or {}).get("reasoning_tokens"))
     if total is None and inp is not None and out is not None:
         total = inp + out
-    return {"input": _first_int(inp), "output": _first_int(out), "total": _first_int(total),
-            "input_cached": _first_int(cached), "reasoning": _first_int(reasoning)}
+    return {"input": inp, "output": out, "total": total, "input_cached": cached, "reasoning": reasoning}
+
+
+_TOKEN_FIELDS = ("input", "output", "total", "input_cached", "reasoning")
 
 
 def _text(gen: Any) -> Any:
