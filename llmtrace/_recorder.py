@@ -23,7 +23,7 @@ from llmtrace._audit import CONTENT, sha256_text
 from llmtrace._classify import describe, is_parse_failure
 from llmtrace._privacy import Processor, hash_user_id, run_processors
 from llmtrace._redact import Redactor
-from llmtrace._serialize import digest, dumps, to_jsonable
+from llmtrace._serialize import digest, dumps, join_object, to_jsonable
 from llmtrace._shared import forget, share
 
 _RECENT_SPANS = 50_000
@@ -94,11 +94,11 @@ class _Trace:
 
 
 class Recorder:
-    def __init__(self, *, clock: Callable[[int], int], capture: str, ttl_days: float | None,
+    def __init__(self, *, wall_offset_ns: int, capture: str, ttl_days: float | None,
                  max_field_chars: int, hash_key: Callable[[], str], environment: str | None,
                  release: str | None, processors: list[Processor], on_problem: Callable[[str, Exception], None],
                  redaction_hash: bool = False):
-        self._clock = clock
+        self._wall = wall_offset_ns  # wall-clock ns = a perf_counter_ns reading + this
         self._capture = capture
         self._ttl_ns = int(ttl_days * 86_400e9) if ttl_days else None
         self._cap = max_field_chars
@@ -313,7 +313,7 @@ class Recorder:
             content["error"] = error["message"]
         rows.spans.append({
             "span_id": span_id, "trace_id": trace.trace_id, "parent_id": span.parent_id, "kind": kind,
-            "name": (span.name or kind)[:256], "started_at": self._clock(span.t0), "ended_at": self._clock(t),
+            "name": (span.name or kind)[:256], "started_at": self._wall + span.t0, "ended_at": self._wall + t,
             "latency_ms": latency, "status": status, "error_type": error["type"] if error else None,
             "link_span_id": link, "tool_call_id": span.start.get("tool_call_id"), "position": None,
         })
@@ -342,7 +342,7 @@ class Recorder:
         status = "error" if error else "ok"
         requests = out.get("tool_requests") or []
         rows.llm_calls.append({
-            "span_id": span.span_id, "trace_id": trace.trace_id, "started_at": self._clock(span.t0),
+            "span_id": span.span_id, "trace_id": trace.trace_id, "started_at": self._wall + span.t0,
             "model": _short(model, 128), "model_version": _short(out.get("model_version"), 128),
             "provider": _short(start.get("provider") or out.get("provider"), 64),
             "params": self._params(trace, start.get("params")),
@@ -360,7 +360,7 @@ class Recorder:
         L.emit(L.call_level(row), lambda: L.call_fields(
             row, trace.attrs, self._user_hash(trace), [{"tool_call_id": i, "latency_ms": trace.tool_ms.get(i)}
                                                       for i in tool_ids if i in trace.tool_ms],
-            _iso(self._clock(span.t0)), self._cost(row)))
+            _iso(self._wall + span.t0), self._cost(row)))
         if self.alerts is not None:
             self.alerts.observe_row(row, trace.attrs, row["started_at"] / 1e9)
         trace.llm_calls.append({"span_id": span.span_id, "t0": span.t0, "t1": t, "model": model,
@@ -387,7 +387,7 @@ class Recorder:
             rows.chunks.append({
                 "trace_id": span.trace.trace_id, "span_id": span.span_id, "rank": rank,
                 "source_id": _short(chunk.get("source_id"), 256), "score": _float(chunk.get("score")),
-                "retriever": _short(span.name, 256), "retrieved_at": self._clock(t),
+                "retriever": _short(span.name, 256), "retrieved_at": self._wall + t,
             })
 
     def _tool_end(self, span: _Span, latency, status, rows: Rows) -> None:
@@ -440,7 +440,7 @@ class Recorder:
         tags = a.get("tags")
         rows.traces.append({
             "trace_id": trace.trace_id, "name": _short(a.get("trace_name") or span.name, 256),
-            "started_at": self._clock(span.t0), "ended_at": self._clock(t), "latency_ms": latency,
+            "started_at": self._wall + span.t0, "ended_at": self._wall + t, "latency_ms": latency,
             "status": status, "user_hash": self._user_hash(trace),
             "session_id": _short(a.get("session_id"), 128), "feature": _short(a.get("feature"), 128),
             "team": _short(a.get("team"), 128),
@@ -468,7 +468,7 @@ class Recorder:
     def _feedback(self, t, trace_id, f, rows: Rows) -> None:
         fid = uuid.uuid4().hex
         rows.feedback.append({"id": fid, "trace_id": trace_id, "action": f["action"], "score": f.get("score"),
-                              "source": _short(f.get("source"), 64), "at": self._clock(t)})
+                              "source": _short(f.get("source"), 64), "at": self._wall + t})
         body = {k: f[k] for k in ("correction", "comment") if f.get(k) is not None}
         if body:
             self._content("fb:" + fid, self._traces.get(trace_id) or trace_id, body, rows)
@@ -479,7 +479,7 @@ class Recorder:
             L.emit("ERROR", lambda: {"event": "validation_failed", "trace_id": trace_id, "span_id": span_id,
                                      "rule": rule, "source": source})
         rows.validations.append({"id": vid, "trace_id": trace_id, "span_id": span_id, "rule": _short(rule, 256),
-                                 "passed": bool(passed), "source": source, "at": self._clock(t)})
+                                 "passed": bool(passed), "source": source, "at": self._wall + t})
         if detail is not None:
             self._content("val:" + vid, trace or self._traces.get(trace_id) or trace_id, {"detail": detail}, rows)
 
@@ -572,7 +572,7 @@ class Recorder:
         now = time.time_ns()
         expires = now + self._ttl_ns if self._ttl_ns else None
         for trace_id, owners in rows.pending_content.items():
-            body = "{" + ",".join([dumps(o) + ":" + text for o, text in owners.items()]) + "}"
+            body = join_object(owners)
             if self.audit:
                 rows.content_digests.extend([CONTENT, o, sha256_text(text)] for o, text in owners.items())
             # Time-ordered ids append to the primary-key B-tree instead of splitting it at random.
@@ -596,7 +596,7 @@ def _kept(key: Any) -> bool:
 def _sid(key: Any) -> str:
     """A span id that fits the tables: the framework's id, or a readable prefix and a digest of it."""
     if type(key) is int:  # a UUID's int, written as str(UUID) writes it
-        h = f"{key:032x}"
+        h = key.to_bytes(16, "big").hex()
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     text = str(key)
     if len(text) <= 64:

@@ -92,8 +92,7 @@ class Tracer:
         prices = prices if prices is not None else prices_from_env()
         self._prices = PriceBook(prices) if prices else default_pricebook()
         self._store = Store(self.settings.url)
-        self._wall0 = time.time_ns()
-        self._perf0 = time.perf_counter_ns()
+        self._wall_offset = time.time_ns() - time.perf_counter_ns()  # wall-clock ns = perf_counter_ns() + this
         self._hash_key: str | None = self.settings.hash_key
         if on_alert is not None and not callable(on_alert):
             raise ConfigError(f"on_alert must be a callable taking an llmtrace.Alert, not {on_alert!r}")
@@ -108,7 +107,7 @@ class Tracer:
 
     def _new_writer(self, processors: list[Processor]) -> Writer:
         s = self.settings
-        recorder = Recorder(clock=self._clock, capture=s.capture, ttl_days=s.content_ttl_days,
+        recorder = Recorder(wall_offset_ns=self._wall_offset, capture=s.capture, ttl_days=s.content_ttl_days,
                             max_field_chars=s.max_field_chars, hash_key=self._user_hash_key,
                             environment=s.environment, release=s.release, processors=processors,
                             on_problem=lambda where, exc: self._writer.problem(where, exc),
@@ -127,10 +126,6 @@ class Tracer:
 
     def _submit(self, ev: tuple) -> None:
         self._writer.submit(ev)
-
-    def _clock(self, t_ns: int) -> int:
-        """Wall-clock nanoseconds of a monotonic reading (rows carry ints; the writer formats them)."""
-        return self._wall0 + (t_ns - self._perf0)
 
     def _user_hash_key(self) -> str:
         if self._hash_key is None:
