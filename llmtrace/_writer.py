@@ -400,12 +400,23 @@ def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict], as_json: boo
     if sqlite and len(rows) > 1:
         # Columns empty in every row are left out (they are NULL by default): sqlite3 sends each
         # None through its adapter lookup, and a batch's rows share most of their empty columns.
-        names = [n for n in names if any(r.get(n) is not None for r in rows)]
+        names = [n for n in names if _filled(rows, n)]
         _sqlite_multirow(conn, table.name, names, _tuples(rows, names))
     elif positional:
         conn.exec_driver_sql(sql, _tuples(rows, names))
     else:
         conn.exec_driver_sql(sql, [{n: r.get(n) for n in names} for r in rows])
+
+
+def _filled(rows: list[dict], name: str) -> bool:
+    """Whether any row has a value in column ``name`` (the column scanned in C, not row by row in Python)."""
+    if rows[0].get(name) is not None:
+        return True
+    try:
+        column = list(map(itemgetter(name), rows))
+    except KeyError:  # a row without some optional column
+        column = [r.get(name) for r in rows]
+    return column.count(None) != len(column)
 
 
 def _tuples(rows: list[dict], names: list[str]) -> list[tuple]:
