@@ -12,6 +12,7 @@ from llmtrace_langchain import LLMTraceCallbackHandler
 
 import llmtrace
 from llmtrace import _schema as S
+from llmtrace._serialize import join_object
 from llmtrace._shared import MARK, MIN_CHARS, resolve, share
 
 ANSWER = "Refunds are issued within 14 days of the return arriving at our warehouse. " * 4
@@ -94,3 +95,9 @@ def test_capped_text_is_never_a_reference_target(sqlite_url):
     # every copy is capped on its own (the answer is longer than the cap): none points at a capped one
     assert parsed is not None and MARK not in json.dumps(doc)
     tracer.close()
+
+
+def test_a_content_body_is_one_json_object_whatever_the_owner_ids():
+    texts = {"a": '{"x":1}', 'q"uo\\te': "null", "sur\ud800rogate": '["y"]'}
+    assert json.loads(join_object(texts)) == {"a": {"x": 1}, 'q"uo\\te': None, "sur\ud800rogate": ["y"]}
+    assert join_object({}) == "{}"

@@ -278,12 +278,15 @@ def test_batches_of_any_length_are_inserted_whole_in_fixed_size_statements(tmp_p
     rows = Rows()
     rows.spans.extend({"span_id": f"s-{i:04d}", "trace_id": "t", "name": "step", "kind": "chain",
                        "started_at": NOW + i * 1000, "latency_ms": i / 10} for i in range(n))
+    rows.spans[-1]["error_type"] = "timeout"  # (a column only the last row fills, and only it has)
     with store.engine.begin() as conn:
         W.write_rows(conn, rows)
     with store.engine.connect() as conn:
-        got = conn.exec_driver_sql("SELECT span_id, started_at, latency_ms FROM llmtrace_spans ORDER BY span_id").fetchall()
+        got = conn.exec_driver_sql("SELECT span_id, started_at, latency_ms, error_type FROM llmtrace_spans "
+                                   "ORDER BY span_id").fetchall()
     assert [r[0] for r in got] == [f"s-{i:04d}" for i in range(n)]
     assert got[-1][1] == W._sqlite_time(NOW + (n - 1) * 1000) and got[-1][2] == (n - 1) / 10
+    assert [r[3] for r in got] == [None] * (n - 1) + ["timeout"]
     assert {size for (head, size) in W._multirow_sql if "llmtrace_spans" in head} <= set(W._SIZES)
 
 
