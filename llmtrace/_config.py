@@ -21,7 +21,7 @@ class Settings:
     queue_size: int = 100_000
     on_queue_full: str = "block"  # block up to queue_block_seconds, then drop and count
     queue_block_seconds: float = 0.05
-    batch_size: int = 2_000
+    batch_size: int = 5_000  # events per write; the writer also wakes when this many wait
     flush_interval_seconds: float = 1.0  # the writer writes at least this often (flush() for now)
     max_field_chars: int = 1_000_000
     hash_key: str | None = None
