@@ -21,6 +21,7 @@ from typing import Any
 
 from llmtrace._privacy import is_secret_key
 from llmtrace._shared import DEPTH as _SHARE_DEPTH
+from llmtrace._shared import MIN_CHARS as _SHARE_MIN
 from llmtrace._shared import share_text
 
 
@@ -306,13 +307,27 @@ class Redactor:
     def _shared(self, value: Any, seen: dict[str, list], path: tuple, depth: int) -> Any:
         cls = type(value)
         if cls is str or (cls is not dict and cls is not list and isinstance(value, str)):
-            return share_text(self.text(value), seen, path)
-        if depth and cls is dict:  # the same rule as ``value`` for values under secret-looking keys
-            return {k: ("[SECRET]" if type(k) is str and is_secret_key(k) and v not in (None, "")
-                        else self._shared(v, seen, (path, k), depth - 1)) for k, v in value.items()}
+            return self._shared_text(value, seen, path)
+        # (strings, the common leaf, are handled in the loops: a call per string was most of the walk)
+        if depth and cls is dict:
+            out = {}
+            for k, v in value.items():
+                if type(k) is str and is_secret_key(k) and v not in (None, ""):
+                    out[k] = "[SECRET]"  # the same rule as ``value`` for values under secret-looking keys
+                else:
+                    out[k] = (self._shared_text(v, seen, (path, k)) if type(v) is str
+                              else self._shared(v, seen, (path, k), depth - 1))
+            return out
         if depth and cls is list:
-            return [self._shared(v, seen, (path, i), depth - 1) for i, v in enumerate(value)]
+            return [self._shared_text(v, seen, (path, i)) if type(v) is str
+                    else self._shared(v, seen, (path, i), depth - 1) for i, v in enumerate(value)]
         return self.value(value, _SHARE_DEPTH - depth)
+
+    def _shared_text(self, value: str, seen: dict[str, list], path: tuple) -> Any:
+        text = self._cache.get(value)
+        if text is None:
+            text = self.text(value)
+        return text if len(text) < _SHARE_MIN else share_text(text, seen, path)
 
 
 def regex_processor(pattern: str | re.Pattern[str], placeholder: str = "REDACTED") -> Callable[[dict], dict]:
