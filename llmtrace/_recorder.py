@@ -90,7 +90,7 @@ class _Trace:
         self.tool_ms: dict[str, float] = {}  # tool-call id -> latency of the tool run
         self.roots_open = 0
         self.fresh = False  # a generated id that no row can have yet: insert without looking
-        self.strings: dict[str, list] = {}  # long strings stored so far -> where (see _shared)
+        self.strings: dict[str, Any] = {}  # long strings stored so far -> where (see _shared)
 
 
 class Recorder:

@@ -298,13 +298,13 @@ class Redactor:
     def __call__(self, fields: dict[str, Any]) -> dict[str, Any]:
         return {k: self.value(v) for k, v in fields.items()}
 
-    def shared(self, fields: dict[str, Any], owner: str, seen: dict[str, list]) -> dict[str, Any]:
+    def shared(self, fields: dict[str, Any], owner: str, seen: dict[str, Any]) -> dict[str, Any]:
         """``self(fields)``, with the long strings its trace stored already as references
         (``_shared.share``), in one walk instead of two."""
         root = (None, owner)
         return {k: self._shared(v, seen, (root, k), _SHARE_DEPTH) for k, v in fields.items()}
 
-    def _shared(self, value: Any, seen: dict[str, list], path: tuple, depth: int) -> Any:
+    def _shared(self, value: Any, seen: dict[str, Any], path: tuple, depth: int) -> Any:
         cls = type(value)
         if cls is str or (cls is not dict and cls is not list and isinstance(value, str)):
             return self._shared_text(value, seen, path)
@@ -323,7 +323,7 @@ class Redactor:
                     else self._shared(v, seen, (path, i), depth - 1) for i, v in enumerate(value)]
         return self.value(value, _SHARE_DEPTH - depth)
 
-    def _shared_text(self, value: str, seen: dict[str, list], path: tuple) -> Any:
+    def _shared_text(self, value: str, seen: dict[str, Any], path: tuple) -> Any:
         text = self._cache.get(value)
         if text is None:
             text = self.text(value)

@@ -20,14 +20,14 @@ MAX_SEEN = 512  # strings remembered per live trace
 DEPTH = 2  # levels below a field where strings are shared
 
 
-def share(fields: dict[str, Any], owner: str, seen: dict[str, list]) -> dict[str, Any]:
+def share(fields: dict[str, Any], owner: str, seen: dict[str, Any]) -> dict[str, Any]:
     """``fields`` with strings already in ``seen`` (this trace's first occurrences) as references;
     the new long strings are added to ``seen``. Containers are copied only where something changed.
     (``Redactor.shared`` does the same while it redacts, in the same walk.)"""
     return _share(fields, seen, (None, owner), DEPTH + 1)
 
 
-def _share(value: Any, seen: dict[str, list], path: tuple, depth: int) -> Any:
+def _share(value: Any, seen: dict[str, Any], path: tuple, depth: int) -> Any:
     if isinstance(value, str):
         return share_text(value, seen, path)
     if not depth or not isinstance(value, (dict, list)):
@@ -47,27 +47,34 @@ def _share(value: Any, seen: dict[str, list], path: tuple, depth: int) -> Any:
     return value if out is None else out
 
 
-def share_text(text: str, seen: dict[str, list], path: tuple) -> Any:
+def share_text(text: str, seen: dict[str, Any], path: tuple) -> Any:
     """``text``, or a reference to where this trace stored it first. ``path`` is a linked list,
-    ``(parent, key)``, from ``(None, owner)``: made into a list only for a new long string."""
+    ``(parent, key)``, from ``(None, owner)``: kept as it is for a new long string, and made into the
+    stored list only when the string comes again (most long strings never do)."""
     if len(text) < MIN_CHARS:
         return text
     ref = seen.get(text)
     if ref is not None:
+        if type(ref) is tuple:
+            ref = seen[text] = _steps(ref)
         return {MARK: ref}
     if len(seen) < MAX_SEEN:
-        steps = []
-        while path is not None:
-            path, key = path
-            steps.append(key)
-        steps.reverse()
-        seen[text] = steps
+        seen[text] = path
     return text
 
 
-def forget(owner: str, seen: dict[str, list]) -> None:
+def _steps(path: tuple | None) -> list:
+    steps = []
+    while path is not None:
+        path, key = path
+        steps.append(key)
+    steps.reverse()
+    return steps
+
+
+def forget(owner: str, seen: dict[str, Any]) -> None:
     """Drop the first occurrences ``owner`` registered (its content was stored another way)."""
-    for text in [t for t, ref in seen.items() if ref[0] == owner]:
+    for text in [t for t, ref in seen.items() if (ref if type(ref) is list else _steps(ref))[0] == owner]:
         del seen[text]
 
 
