@@ -19,11 +19,11 @@ from uuid import UUID
 
 from llmtrace import _events as E
 from llmtrace import _logs as L
-from llmtrace._audit import CONTENT, sha256_text
+from llmtrace._audit import CONTENT
 from llmtrace._classify import describe, is_parse_failure
 from llmtrace._privacy import Processor, hash_user_id, run_processors
 from llmtrace._redact import Redactor
-from llmtrace._serialize import digest, dumps, join_object, to_jsonable
+from llmtrace._serialize import digest, digest_utf8, dumps, dumps_utf8, join_object, to_jsonable
 from llmtrace._shared import forget, share
 
 _RECENT_SPANS = 50_000
@@ -37,7 +37,7 @@ class Rows:
 
     def __init__(self) -> None:
         self.contents: list[dict] = []
-        self.pending_content: dict[str, dict[str, str]] = {}  # trace id -> owner id -> fields as JSON
+        self.pending_content: dict[str, dict[str, bytes]] = {}  # trace id -> owner id -> fields as JSON
         self.content_digests: list[list[str]] = []  # [["content", owner, digest]] for the audit chain
         self.spans: list[dict] = []
         self.llm_calls: list[dict] = []
@@ -523,14 +523,15 @@ class Recorder:
             fields = self._processed(capture, fields)
             if live:  # after the user's processors, which never see references
                 fields = share(fields, owner_id, trace.strings)
-        # Kept as JSON text until the batch is written: nested dicts and lists waiting in a batch
-        # are containers the garbage collector walks (and promotes) on the application's thread.
-        text = dumps(fields)
-        if len(text) > self._cap:
+        # Kept as JSON until the batch is written: nested dicts and lists waiting in a batch are
+        # containers the garbage collector walks (and promotes) on the application's thread. UTF-8,
+        # as orjson makes it: the batch's owners are joined into one document without decoding each.
+        data = dumps_utf8(fields)
+        if len(data) > self._cap and len(data.decode()) > self._cap:
             if live:
                 forget(owner_id, trace.strings)
-            text = dumps({k: self._capped(v) for k, v in fields.items()})
-        rows.pending_content.setdefault(trace_id, {})[owner_id] = text
+            data = dumps_utf8({k: self._capped(v) for k, v in fields.items()})
+        rows.pending_content.setdefault(trace_id, {})[owner_id] = data
 
     def _processed(self, capture: str, fields: dict[str, Any]) -> dict[str, Any]:
         chain = [self._redactor(capture), *self.processors] if capture == "redacted" else [self._redactor(capture)]
@@ -574,7 +575,7 @@ class Recorder:
         for trace_id, owners in rows.pending_content.items():
             body = join_object(owners)
             if self.audit:
-                rows.content_digests.extend([CONTENT, o, sha256_text(text)] for o, text in owners.items())
+                rows.content_digests.extend([CONTENT, o, digest_utf8(data)] for o, data in owners.items())
             # Time-ordered ids append to the primary-key B-tree instead of splitting it at random.
             # Nothing here may release the GIL (os.urandom, hashlib on > 2 KB): each release makes
             # the writer wait for the app's thread and then preempt it, a hand-off the app pays for.

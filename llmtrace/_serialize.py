@@ -106,7 +106,18 @@ def dumps(obj: Any) -> str:
     try:
         return orjson.dumps(obj, default=_default).decode()
     except (TypeError, ValueError, RecursionError):  # orjson.JSONEncodeError is a TypeError
-        pass
+        return _careful_dumps(obj)
+
+
+def dumps_utf8(obj: Any) -> bytes:
+    """``dumps(obj)`` as UTF-8: what orjson makes, not decoded (for text that is joined before use)."""
+    try:
+        return orjson.dumps(obj, default=_default)
+    except (TypeError, ValueError, RecursionError):
+        return _careful_dumps(obj).encode("utf-8")
+
+
+def _careful_dumps(obj: Any) -> str:
     text = json.dumps(to_jsonable(obj), ensure_ascii=False, separators=(",", ":"))
     try:
         text.encode("utf-8")
@@ -115,12 +126,12 @@ def dumps(obj: Any) -> str:
     return text
 
 
-def join_object(encoded: dict[str, str]) -> str:
-    """The JSON object of ``encoded``'s keys and values, each value JSON text already (``dumps``)."""
+def join_object(encoded: dict[str, bytes]) -> str:
+    """The JSON object of ``encoded``'s keys and values, each value JSON already (``dumps_utf8``)."""
     try:
         return orjson.dumps({k: orjson.Fragment(v) for k, v in encoded.items()}).decode()
     except TypeError:  # a key orjson refuses (a lone surrogate): escaped by the careful path
-        return "{" + ",".join([dumps(k) + ":" + v for k, v in encoded.items()]) + "}"
+        return "{" + ",".join([dumps(k) + ":" + v.decode() for k, v in encoded.items()]) + "}"
 
 
 def stdlib_dumps(obj: Any) -> str:
@@ -136,8 +147,12 @@ def loads(text: str | None) -> Any:
 def digest(text: str) -> str:
     """sha256 of ``text``, fed in pieces under 2 KB: hashlib releases the GIL for larger buffers, and
     taking it back preempts the application's thread."""
+    return digest_utf8(text.encode("utf-8", "backslashreplace"))
+
+
+def digest_utf8(data: bytes) -> str:
+    """``digest`` of text already encoded."""
     h = hashlib.sha256()
-    data = text.encode("utf-8", "backslashreplace")
     for i in range(0, len(data), 2047):
         h.update(data[i:i + 2047])
     return h.hexdigest()

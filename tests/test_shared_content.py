@@ -98,6 +98,6 @@ def test_capped_text_is_never_a_reference_target(sqlite_url):
 
 
 def test_a_content_body_is_one_json_object_whatever_the_owner_ids():
-    texts = {"a": '{"x":1}', 'q"uo\\te': "null", "sur\ud800rogate": '["y"]'}
+    texts = {"a": b'{"x":1}', 'q"uo\\te': b"null", "sur\ud800rogate": b'["y"]'}
     assert json.loads(join_object(texts)) == {"a": {"x": 1}, 'q"uo\\te': None, "sur\ud800rogate": ["y"]}
     assert join_object({}) == "{}"
