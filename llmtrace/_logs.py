@@ -61,7 +61,20 @@ def call_fields(row: dict[str, Any], trace_attrs: dict[str, Any], user_hash: str
 _lazy = logger.opt(lazy=True)  # (opt() builds a new logger object on every call)
 
 
+def off() -> bool:
+    """Whether loguru has already decided that this module's lines go nowhere: its own verdict per
+    module, in a dict it replaces whenever logging is enabled or disabled. Saves asking it (a frame
+    lookup) once per LLM call while llmtrace is disabled, as it is by default; anything unexpected
+    in loguru's internals means "ask"."""
+    try:
+        return logger._core.enabled.get(__name__) is False
+    except Exception:
+        return False
+
+
 def emit(level: str, fields_fn) -> None:
+    if off():
+        return
     _lazy.log(level, "{}", lambda: json.dumps(fields_fn(), ensure_ascii=False, default=str))
 
 

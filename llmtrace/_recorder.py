@@ -357,10 +357,11 @@ class Recorder:
             "streamed": bool(first),
         })
         row = rows.llm_calls[-1]
-        L.emit(L.call_level(row), lambda: L.call_fields(
-            row, trace.attrs, self._user_hash(trace), [{"tool_call_id": i, "latency_ms": trace.tool_ms.get(i)}
-                                                      for i in tool_ids if i in trace.tool_ms],
-            _iso(self._wall + span.t0), self._cost(row)))
+        if not L.off():  # (while llmtrace's lines are disabled, the default, not even their level)
+            L.emit(L.call_level(row), lambda: L.call_fields(
+                row, trace.attrs, self._user_hash(trace), [{"tool_call_id": i, "latency_ms": trace.tool_ms.get(i)}
+                                                          for i in tool_ids if i in trace.tool_ms],
+                _iso(self._wall + span.t0), self._cost(row)))
         if self.alerts is not None:
             self.alerts.observe_row(row, trace.attrs, row["started_at"] / 1e9)
         trace.llm_calls.append({"span_id": span.span_id, "t0": span.t0, "t1": t, "model": model,

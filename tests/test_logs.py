@@ -103,3 +103,26 @@ def test_debug_mode_prints_calls(sqlite_url):
     assert out.returncode == 0, out.stderr
     assert "llmtrace: gpt-4o → gpt-4o-2024-08-06" in out.stderr and "=> the answer" in out.stderr
     assert "[user] mail [EMAIL]" in out.stderr and "a@b.io" not in out.stderr
+
+
+def test_lines_follow_enable_after_calls_made_while_disabled(sqlite_tracer):
+    # While disabled, llmtrace skips asking loguru once loguru has said no; enabling must still work.
+    captured: list[dict] = []
+    sink = logger.add(lambda m: captured.append(json.loads(m.record["message"])), level="DEBUG",
+                      filter=lambda r: r["name"].startswith("llmtrace") and r["message"].startswith("{"))
+    try:
+        h = handler(sqlite_tracer)
+        simple_chain(ScriptedChatModel(script=[answer("one")])).invoke("q", config={"callbacks": [h]})
+        sqlite_tracer.flush()
+        assert captured == []
+        logger.enable("llmtrace")
+        simple_chain(ScriptedChatModel(script=[answer("two")])).invoke("q", config={"callbacks": [h]})
+        sqlite_tracer.flush()
+        assert [f["event"] for f in captured] == ["llm_call"] and captured[0]["trace_id"] == h.last_trace_id
+        logger.disable("llmtrace")
+        simple_chain(ScriptedChatModel(script=[answer("three")])).invoke("q", config={"callbacks": [h]})
+        sqlite_tracer.flush()
+        assert len(captured) == 1
+    finally:
+        logger.disable("llmtrace")
+        logger.remove(sink)
