@@ -35,7 +35,7 @@ import sqlalchemy as sa  # noqa: E402
 from workloads import BUILDERS, DESCRIPTIONS, FRAMEWORK  # noqa: E402
 
 import llmtrace  # noqa: E402
-from llmtrace import _schema as S  # noqa: E402
+from llmtrace.store import schema as S  # noqa: E402
 
 EXPECTED_LLM_CALLS = {"W1": 1, "W2": 2, "W3": 1, "W4": 1}
 

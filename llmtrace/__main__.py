@@ -1,5 +1,5 @@
 import sys
 
-from llmtrace._cli import main
+from llmtrace.cli.main import main
 
 sys.exit(main())

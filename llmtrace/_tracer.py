@@ -3,29 +3,32 @@
 from __future__ import annotations
 
 import atexit
+import contextvars
 import math
 import os
 import threading
 import time
 import weakref
 from numbers import Real
-from typing import Any
+from typing import Any, Literal
 
 from loguru import logger
 
-from llmtrace import _events as E
-from llmtrace._alerts import Alert, AlertEngine, AlertRules, AlertSink, LiveAlerts
-from llmtrace._config import CAPTURE_MODES, Settings, make_settings
-from llmtrace._cost import PriceBook, default_pricebook, prices_from_env
-from llmtrace._errors import ConfigError, InvalidFeedback
-from llmtrace._privacy import Processor, hash_user_id, is_user_hash
-from llmtrace._query import ACTIONS
-from llmtrace._recorder import Recorder
-from llmtrace._redact import as_processor
-from llmtrace._store import Store, new_secret
-from llmtrace._writer import Writer
+from llmtrace.base.alerting import Alert, AlertEngine, AlertRules, AlertSink
+from llmtrace.base.config import CAPTURE_MODES, SETTING_NAMES, UNSET, Capture, Settings, _Unset, make_settings
+from llmtrace.base.cost import PriceBook, default_pricebook, prices_from_env
+from llmtrace.base.errors import ConfigError, InvalidFeedback
+from llmtrace.base.fields import FEEDBACK_ACTIONS
+from llmtrace.base.ids import ordered_id
+from llmtrace.base.privacy import USER_HASH_KEY, Processor
+from llmtrace.capture import events as E
+from llmtrace.capture.live_alerts import LiveAlerts
+from llmtrace.capture.recorder import Recorder
+from llmtrace.capture.redact import as_processor
+from llmtrace.capture.writer import Writer
+from llmtrace.read.facade import Store, check_id
+from llmtrace.store.engine import Database, new_secret
 
-FEEDBACK_ACTIONS = (*ACTIONS, "rated")
 _MAX_ID = 128
 
 _live: weakref.WeakSet[Tracer] = weakref.WeakSet()
@@ -37,7 +40,7 @@ class TraceScope:
     def __init__(self, tracer: Tracer, ctx: E.TraceContext) -> None:
         self._tracer = tracer
         self._ctx = ctx
-        self._token = None
+        self._token: contextvars.Token[E.TraceContext | None] | None = None
 
     @property
     def trace_id(self) -> str:
@@ -80,18 +83,28 @@ class Tracer:
     ``LLMTRACE_DATABASE_URL``, else ``sqlite:///llmtrace.db``.
     """
 
-    def __init__(self, url: str | None = None, *, capture: str | None = None,
-                 content_ttl_days: float | None | str = "env", processors: list[Processor] | None = None,
+    def __init__(self, url: str | None = None, *, capture: Capture | None = None,
+                 content_ttl_days: float | None | _Unset = UNSET, processors: list[Processor | str] | None = None,
                  prices: dict[str, dict[str, float]] | None = None, on_alert: AlertSink | None = None,
-                 alert_rules: AlertRules | None = None, **settings: Any) -> None:
-        if capture is not None:
-            settings["capture"] = capture
-        if content_ttl_days != "env":
+                 alert_rules: AlertRules | None = None,
+                 queue_size: int | None = None, on_queue_full: Literal["block", "drop"] | None = None,
+                 queue_block_seconds: float | None = None, batch_size: int | None = None,
+                 flush_interval_seconds: float | None = None, max_field_chars: int | None = None,
+                 hash_key: str | None = None, environment: str | None = None, release: str | None = None,
+                 open_span_timeout_seconds: float | None = None, write_retries: int | None = None,
+                 purge_interval_seconds: float | None = None, audit: bool | None = None,
+                 redaction_hash: bool | None = None, alerts: bool | None = None,
+                 read_flush_timeout_seconds: float | None = None) -> None:
+        """Every setting but ``url`` is keyword-only; one left out (None) comes from its ``LLMTRACE_*``
+        environment variable, else its default (see the README's settings table)."""
+        settings = {k: v for k, v in locals().items()
+                    if k in SETTING_NAMES and k not in ("url", "content_ttl_days") and v is not None}
+        if content_ttl_days is not UNSET:
             settings["content_ttl_days"] = content_ttl_days
         self.settings: Settings = make_settings(url, **settings)
         prices = prices if prices is not None else prices_from_env()
         self._prices = PriceBook(prices) if prices else default_pricebook()
-        self._store = Store(self.settings.url)
+        self._store = Database(self.settings.url)
         self._wall_offset = time.time_ns() - time.perf_counter_ns()  # wall-clock ns = perf_counter_ns() + this
         self._hash_key: str | None = self.settings.hash_key
         if on_alert is not None and not callable(on_alert):
@@ -100,6 +113,7 @@ class Tracer:
             raise ConfigError("alert_rules must be an llmtrace.AlertRules(...)")
         self._alert_rules = alert_rules or AlertRules()
         self._on_alert = on_alert
+        self._reader = Store._of(self._store, self._prices, self._user_hash_key)
         self._writer = self._new_writer([as_processor(p) for p in processors or []])
         self._writer.start()
         self._closed = False
@@ -129,8 +143,12 @@ class Tracer:
 
     def _user_hash_key(self) -> str:
         if self._hash_key is None:
-            self._hash_key = self._store.meta_value("user_hash_key", new_secret)
+            self._hash_key = self._store.meta_value(USER_HASH_KEY, new_secret)
         return self._hash_key
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def url(self) -> str:
@@ -146,12 +164,12 @@ class Tracer:
         if capture is not None and capture not in CAPTURE_MODES:
             raise ConfigError(f"capture must be one of {CAPTURE_MODES}, not {capture!r}")
         generated = trace_id is None
-        trace_id = _check_id(trace_id) if trace_id is not None else E.ordered_id()
+        trace_id = _check_id(trace_id) if trace_id is not None else ordered_id()
         attrs = {k: v for k, v in {
             "user_id": user_id, "session_id": session_id, "feature": feature, "team": team,
             "prompt_version": prompt_version, "tags": tags, "metadata": metadata, "capture": capture,
         }.items() if v is not None}
-        return TraceScope(self, E.TraceContext(trace_id, E.ordered_id(), name, attrs, generated))
+        return TraceScope(self, E.TraceContext(trace_id, ordered_id(), name, attrs, generated))
 
     def record_feedback(self, trace_id: str, action: str, *, score: float | None = None,
                         correction: str | None = None, comment: str | None = None, source: str = "user") -> None:
@@ -189,12 +207,20 @@ class Tracer:
                   "span_id": str(span_id) if span_id is not None else None}
         self._submit((E.VALIDATION, time.perf_counter_ns(), trace_id, fields))
 
+    # -- reading (what is queued is written first; then the read facade answers) ----------------
+
+    @property
+    def store(self) -> Store:
+        """The read facade on this tracer's database (``llmtrace.Store``): reads without flushing first."""
+        return self._reader
+
+    def _read(self) -> Store:
+        self.flush(timeout=self.settings.read_flush_timeout_seconds)
+        return self._reader
+
     def get_trace(self, trace_id: str):
         """The recorded trace; ``.to_dict()`` is the SIGNALS.md document. Raises ``TraceNotFound``."""
-        from llmtrace._read import load_trace
-
-        self.flush(timeout=10)
-        return load_trace(self._store, _check_id(trace_id), self._prices)
+        return self._read().get_trace(trace_id)
 
     def export_eval_set(self, path: str, *, format: str = "jsonl", **filters: Any) -> int:
         """Write feedback-labelled examples to ``path``; returns the number of rows.
@@ -203,24 +229,15 @@ class Tracer:
         negative / corrected), ``feature``, ``model``, ``prompt_version``, ``since``, ``until``,
         ``validation`` ("passed" / "failed"), ``last_call_only``.
         """
-        from llmtrace._export import export_eval_set
-
-        self.flush(timeout=10)
-        return export_eval_set(self._store, path, format=format, prices=self._prices, **filters)
+        return self._read().export_eval_set(path, format=format, **filters)
 
     def eval_dataframe(self, **filters: Any):
-        """The same rows as a pandas DataFrame (``pip install 'llmtrace[eval]'``)."""
-        from llmtrace._export import eval_rows, to_dataframe
-
-        self.flush(timeout=10)
-        return to_dataframe(eval_rows(self._store, prices=self._prices, **filters))
+        """The same rows as a pandas DataFrame (``pip install 'llmtrace-core[eval]'``)."""
+        return self._read().eval_dataframe(**filters)
 
     def eval_dataset(self, **filters: Any):
-        """The same rows as a Hugging Face ``datasets.Dataset`` (``pip install 'llmtrace[hf]'``)."""
-        from llmtrace._export import eval_rows, to_hf_dataset
-
-        self.flush(timeout=10)
-        return to_hf_dataset(eval_rows(self._store, prices=self._prices, **filters))
+        """The same rows as a Hugging Face ``datasets.Dataset`` (``pip install 'llmtrace-core[hf]'``)."""
+        return self._read().eval_dataset(**filters)
 
     def stats(self, by: str | list[str] | None = "model", *, since: Any = None, until: Any = None,
               **filters: Any) -> list[dict[str, Any]]:
@@ -229,34 +246,22 @@ class Tracer:
         tokens, cost, latency and TTFT p50/p95/p99, error rate by type, parse and validation failure
         rates, feedback mix. ``since``/``until``: '7d', a date or datetime. Filters: ``feature``,
         ``model``, ``team``, ``prompt_version``, ``environment``, ``user`` (the raw id or its hash)."""
-        from llmtrace._query import time_bound
-        from llmtrace._stats import compute_stats
-
-        self.flush(timeout=10)
-        return compute_stats(self._store, self._prices, by=by, since=time_bound(since), until=time_bound(until, "until"),
-                             **self._user_filter(filters))
+        return self._read().stats(by, since=since, until=until, **filters)
 
     def stats_dataframe(self, by: str | list[str] | None = "model", **kwargs: Any):
-        """``stats(...)`` as a pandas DataFrame (``pip install 'llmtrace[eval]'``)."""
-        from llmtrace._export import dataframe
-
-        return dataframe(self.stats(by, **kwargs))
+        """``stats(...)`` as a pandas DataFrame (``pip install 'llmtrace-core[eval]'``)."""
+        return self._read().stats_dataframe(by, **kwargs)
 
     def find_traces(self, *, limit: int = 20, since: Any = None, until: Any = None, **filters: Any) -> list[dict[str, Any]]:
         """The newest traces matching every filter given, one summary dict each (id, name, time,
         status, latency, feature, calls, models, tokens, cost, error types, the user's last action).
 
         Filters: ``feature``, ``team``, ``environment``, ``model``, ``prompt_version``, ``user`` (raw id or hash),
-        ``status`` (ok / error / open), ``error_type``, ``validation_failed=True``, ``action`` (the
+        ``status`` (ok / error), ``error_type``, ``validation_failed=True``, ``action`` (the
         user's last: accepted / edited / retried / abandoned), ``min_cost`` (USD), ``min_latency_ms``,
         ``chunk_source`` (a retrieved chunk's source id), ``text`` (words in the stored, redacted
         content), ``since`` / ``until`` ('7d', a date or datetime)."""
-        from llmtrace._find import find_traces
-        from llmtrace._query import time_bound
-
-        self.flush(timeout=10)
-        return find_traces(self._store, self._prices, limit=limit, since=time_bound(since),
-                           until=time_bound(until, "until"), **self._user_filter(filters))
+        return self._read().find_traces(limit=limit, since=since, until=until, **filters)
 
     def alerts(self, *, since: Any = "24h", until: Any = None, rules: AlertRules | None = None,
                warmup: Any = "1d", **filters: Any) -> list[Alert]:
@@ -264,36 +269,22 @@ class Tracer:
         oldest first. Calls in ``warmup`` before ``since`` build the baselines without firing.
         ``rules`` defaults to the tracer's ``alert_rules``; filters: ``feature``, ``model``, ``team``,
         ``prompt_version``, ``environment``."""
-        from llmtrace._alerts import evaluate
-        from llmtrace._query import time_bound
-        from llmtrace._retention import parse_age
-
-        self.flush(timeout=10)
-        return evaluate(self._store, self._prices, rules or self._alert_rules, since=time_bound(since),
-                        until=time_bound(until, "until"), warmup=parse_age(warmup), **self._user_filter(filters))
-
-    def _user_filter(self, filters: dict[str, Any]) -> dict[str, Any]:
-        user = filters.pop("user", None)
-        if user is not None:
-            filters["user_hash"] = user if is_user_hash(str(user)) else hash_user_id(user, self._user_hash_key())
-        return filters
+        return self._read().alerts(since=since, until=until, rules=rules or self._alert_rules, warmup=warmup,
+                                   **filters)
 
     def purge(self, *, older_than: Any = None, dry_run: bool = False, batch_size: int = 1000) -> dict[str, int]:
         """Delete content past its expiry (or older than ``older_than``: '7d', '12h', days); metadata stays.
 
         Returns ``{"content_rows": n, "traces": m, "dry_run": 0|1}``.
         """
-        from llmtrace._retention import purge
+        from llmtrace.store.retention import purge
 
-        self.flush(timeout=10)
+        self.flush(timeout=self.settings.read_flush_timeout_seconds)
         return purge(self._store, older_than=older_than, dry_run=dry_run, batch_size=batch_size)
 
     def verify_audit(self):
         """Walk the audit chain and compare it with the tables; ``.ok``, ``.first``, ``.problems``."""
-        from llmtrace._audit import verify
-
-        self.flush(timeout=10)
-        return verify(self._store)
+        return self._read().verify_audit()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything recorded so far is written; False if ``timeout`` ran out first."""
@@ -337,12 +328,7 @@ class Tracer:
 
 
 def _check_id(trace_id: Any) -> str:
-    if trace_id is None or (isinstance(trace_id, str) and not trace_id.strip()):
-        raise ConfigError("trace_id must be a non-empty string")
-    text = str(trace_id)
-    if len(text) > _MAX_ID:
-        raise ConfigError(f"trace_id is at most {_MAX_ID} characters; got {len(text)}")
-    return text
+    return check_id(trace_id, _MAX_ID)
 
 
 _default: Tracer | None = None

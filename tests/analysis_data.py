@@ -25,10 +25,10 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from llmtrace import _schema as S
-from llmtrace._privacy import hash_user_id
-from llmtrace._serialize import dumps
-from llmtrace._store import utcnow
+from llmtrace.base.privacy import hash_user_id
+from llmtrace.base.serialize import dumps
+from llmtrace.store import schema as S
+from llmtrace.store.engine import utcnow
 
 PRICES = {"model-a": {"input_mtok": 1.0, "output_mtok": 2.0, "cache_read_mtok": 0.5},
           "model-b": {"input_mtok": 10.0, "output_mtok": 30.0}}

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 import llmtrace
-from llmtrace import _schema as S
+from llmtrace.store import schema as S
 
 SERVER_URLS = {
     "postgresql": os.environ.get("LLMTRACE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),

@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 import llmtrace
-from llmtrace import _schema as S
-from llmtrace._alerts import AlertEngine
-from llmtrace._cost import PriceBook
-from llmtrace._store import utcnow
+from llmtrace.base.alerting import AlertEngine
+from llmtrace.base.cost import PriceBook
+from llmtrace.store import schema as S
+from llmtrace.store.engine import utcnow
 
 # $1 per million input tokens: 1,000 input tokens cost $0.001
 PRICES = {"m": {"input_mtok": 1.0, "output_mtok": 0.0, "context_window": 1000}}
@@ -163,7 +163,6 @@ def test_alerts_cli(tmp_path, monkeypatch):
 def test_live_alerts_reach_the_callable_and_loguru(sqlite_url, tmp_path):
     """Live: a LangChain call near the model's context window fires as it is written."""
     from llmtrace_langchain import LLMTraceCallbackHandler
-
     from tests.fakes import ScriptedChatModel, answer, simple_chain
 
     received = []
@@ -192,7 +191,6 @@ def test_live_alerts_reach_the_callable_and_loguru(sqlite_url, tmp_path):
 
 def test_a_failing_alert_callable_is_counted_never_raised(sqlite_url):
     from llmtrace_langchain import LLMTraceCallbackHandler
-
     from tests.fakes import ScriptedChatModel, answer, simple_chain
 
     def broken(alert):

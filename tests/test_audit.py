@@ -13,7 +13,7 @@ from fakes import REFUND_JSON, ScriptedChatModel, answer, rag_chain, tool_call
 from test_langchain_tools import hand_loop, lookup_order
 
 import llmtrace
-from llmtrace import _schema as S
+from llmtrace.store import schema as S
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
@@ -149,7 +149,7 @@ def pg_fresh_url(tmp_path):
 
 
 def test_db_harden_on_postgresql(pg_fresh_url):
-    from llmtrace._harden import harden
+    from llmtrace.store.harden import harden
 
     with llmtrace.Tracer(pg_fresh_url, audit=True, content_ttl_days=1e-9) as t:
         record(t)

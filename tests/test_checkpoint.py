@@ -6,8 +6,8 @@ import sqlite3
 import time
 
 import llmtrace
-from llmtrace import _checkpoint
-from llmtrace._store import WAL_AUTOCHECKPOINT_PAGES
+from llmtrace.store import checkpoint as _checkpoint
+from llmtrace.store.engine import WAL_AUTOCHECKPOINT_PAGES
 
 
 def _in_main_file(path) -> int:

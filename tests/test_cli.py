@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from llmtrace._cli import build_parser
+from llmtrace.cli.main import build_parser
 
 
 def llmtrace(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -44,7 +44,9 @@ def test_demo_show_ls_export(tmp_path):
 
 
 def test_unknown_trace_is_one_line_no_traceback(tmp_path):
-    out = llmtrace("show", "no-such-id", "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert llmtrace("db", "migrate", "--db", url).returncode == 0  # an empty store
+    out = llmtrace("show", "no-such-id", "--db", url)
     assert out.returncode == 1
     assert out.stderr.strip() == "llmtrace: error: no trace with id 'no-such-id' in the store"
     assert "Traceback" not in out.stderr
@@ -61,3 +63,19 @@ def test_every_command_has_help():
     for name, p in sub.choices.items():
         assert p.description, name
         assert "--db" in p.format_help()
+
+
+def test_reading_a_store_that_is_not_there_is_a_clear_error_and_creates_nothing(tmp_path):
+    path = tmp_path / "nowhere.db"
+    for command in (["ls"], ["stats"], ["show", "x"], ["alerts"], ["audit", "verify"], ["purge"]):
+        out = llmtrace(*command, "--db", f"sqlite:///{path}")
+        assert out.returncode == 1, command
+        assert out.stderr.strip() == f"llmtrace: error: no llmtrace database at {path}: nothing has been recorded there " \
+                                     "(check --db / LLMTRACE_DATABASE_URL)", command
+        assert not path.exists(), command
+
+
+def test_every_commands_help_runs():
+    for command in ("demo", "show", "ls", "stats", "alerts", "export", "purge", "db", "audit"):
+        out = llmtrace(command, "--help")
+        assert out.returncode == 0 and "usage: llmtrace " + command in out.stdout, (command, out.stderr)

@@ -7,7 +7,7 @@ from fakes import ScriptedChatModel, answer, simple_chain
 from loguru import logger
 
 import llmtrace
-from llmtrace._cost import PriceBook
+from llmtrace.base.cost import PriceBook
 
 
 def test_hand_computed_cost_with_cached_tokens(sqlite_tracer):

@@ -79,7 +79,7 @@ def test_chunk_source_and_text_search(analysis):
 
 def test_cli_prices_from_the_environment(analysis, tmp_path, monkeypatch, capsys):
     """``LLMTRACE_PRICES`` (inline JSON or a file) prices private models for the CLI."""
-    from llmtrace._cli import main
+    from llmtrace.cli.main import main
 
     path = tmp_path / "prices.json"
     path.write_text(json.dumps(analysis_data.PRICES))

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from llmtrace._events import ordered_id
+from llmtrace.base.ids import ordered_id
 
 
 def test_ordered_ids_are_unique_sorted_uuid7():
@@ -35,7 +35,7 @@ def test_a_forked_child_mints_other_ids():
 
 
 def test_langchain_run_ids_are_stored_as_str_uuid_writes_them():
-    from llmtrace._recorder import _kept, _sid
+    from llmtrace.capture.recorder import _kept, _sid
 
     for u in [uuid.uuid4() for _ in range(2000)] + [uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)]:
         assert _kept(u.int) and _sid(u.int) == str(u)

@@ -96,6 +96,7 @@ def test_json_parser_output(sqlite_tracer):
 def test_a_parser_stores_its_input_unless_it_parsed_a_model_answer(sqlite_tracer):
     from langchain_core.messages import AIMessage
     from langchain_core.output_parsers import StrOutputParser
+
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     h = LLMTraceCallbackHandler(sqlite_tracer)
@@ -163,6 +164,7 @@ def test_fallback_records_the_model_it_fell_back_from(tracer, handler):
 
 def test_several_generations(sqlite_tracer):
     from langchain_core.outputs import ChatGeneration, ChatResult
+
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     class TwoAnswers(ScriptedChatModel):
@@ -179,9 +181,9 @@ def test_several_generations(sqlite_tracer):
 
 def test_secrets_never_stored_in_params(sqlite_tracer):
     import sqlalchemy as sa
-    from llmtrace_langchain import LLMTraceCallbackHandler
 
-    from llmtrace import _schema as S
+    from llmtrace.store import schema as S
+    from llmtrace_langchain import LLMTraceCallbackHandler
 
     h = LLMTraceCallbackHandler(sqlite_tracer)
     model = ScriptedChatModel(script=[answer("ok")]).bind(api_key="sk-proj-SECRETSECRET123", temperature=0.2,
@@ -220,6 +222,7 @@ def test_tokens_from_llm_output_and_response_metadata(sqlite_tracer):
     # providers that report usage only in llm_output (OpenAI-style) or response_metadata (Anthropic-style)
     from langchain_core.messages import AIMessage
     from langchain_core.outputs import ChatGeneration, ChatResult
+
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     class LegacyUsage(ScriptedChatModel):

@@ -109,9 +109,9 @@ def test_tokens_absent_are_null_not_zero(sqlite_tracer):
 
 def test_which_traces_used_a_chunk(sqlite_tracer):
     import sqlalchemy as sa
-    from llmtrace_langchain import LLMTraceCallbackHandler
 
-    from llmtrace import _schema as S
+    from llmtrace.store import schema as S
+    from llmtrace_langchain import LLMTraceCallbackHandler
 
     h = LLMTraceCallbackHandler(sqlite_tracer)
     ids = []

@@ -131,6 +131,7 @@ def test_create_agent_langgraph(tracer, handler):
 
 def test_create_agent_async(sqlite_tracer):
     from langchain.agents import create_agent
+
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     h = LLMTraceCallbackHandler(sqlite_tracer)

@@ -82,10 +82,9 @@ tracer.record_feedback({tid!r}, "accepted")
 
 
 def test_default_tracer_from_environment(tmp_path, monkeypatch):
-    from llmtrace_langchain import LLMTraceCallbackHandler
-
     import llmtrace
     from llmtrace import _tracer
+    from llmtrace_langchain import LLMTraceCallbackHandler
 
     url = f"sqlite:///{tmp_path / 'env.db'}"
     monkeypatch.setenv("LLMTRACE_DATABASE_URL", url)
@@ -124,10 +123,9 @@ def test_a_child_that_starts_after_its_parent_ended_stays_in_its_trace_and_captu
 def test_a_span_that_never_ends_is_closed_as_abandoned_by_the_writer(sqlite_url, monkeypatch):
     import time
 
-    from llmtrace_langchain import LLMTraceCallbackHandler
-
     import llmtrace
-    from llmtrace import _writer
+    from llmtrace.capture import writer as _writer
+    from llmtrace_langchain import LLMTraceCallbackHandler
 
     monkeypatch.setattr(_writer, "_SWEEP_EVERY_S", 0.05)
     with llmtrace.Tracer(sqlite_url, open_span_timeout_seconds=0.2, flush_interval_seconds=0.05) as tracer:

@@ -201,6 +201,7 @@ def test_react_agent_text_tool_calls(tracer, inst):
 
 def test_instrument_is_idempotent_and_uninstrument_removes_exactly_it(tracer):
     from llama_index.core.instrumentation import get_dispatcher
+
     from llmtrace_llamaindex import LLMTraceInstrumentor
 
     d = get_dispatcher()
@@ -296,6 +297,7 @@ def test_rerank_is_a_span_with_its_nodes(tracer, inst, index):
 
 def test_a_step_that_returns_a_stream_stores_a_marker_not_the_stream():
     from llama_index.core.base.llms.types import CompletionResponse
+
     from llmtrace_llamaindex import _extract as X
 
     def tokens():

@@ -17,8 +17,8 @@ from langchain_core.tools import tool
 from loguru import logger
 
 import llmtrace
-from llmtrace import _schema as S
-from llmtrace._redact import Redactor
+from llmtrace.capture.redact import Redactor
+from llmtrace.store import schema as S
 
 PRIVATE_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAq7BFUpkGp3+XQ\n-----END RSA PRIVATE KEY-----"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJwYXRpZW50LTQ0In0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
@@ -195,6 +195,7 @@ def test_a_failing_processor_fails_closed(sqlite_url):
 
 def test_user_regex_processor(sqlite_url):
     from fakes import simple_chain
+
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     with llmtrace.Tracer(sqlite_url, processors=[(r"ACME-\d+", "ORDER")]) as tracer:
@@ -209,6 +210,7 @@ def run_llamaindex_app(tracer) -> str:
     from llama_index.core import Document, Settings, VectorStoreIndex
     from llama_index.core.embeddings import MockEmbedding
     from llama_index.core.llms import MockLLM
+
     from llmtrace_llamaindex import LLMTraceInstrumentor
 
     Settings.embed_model = MockEmbedding(embed_dim=8)
@@ -270,6 +272,7 @@ def presidio_analyzer():
 
 def test_presidio_processor_for_names_and_addresses(sqlite_url):
     from fakes import simple_chain
+
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     presidio = llmtrace.PresidioRedactor(presidio_analyzer(), entities=["PERSON", "LOCATION"])
@@ -288,6 +291,7 @@ def test_bad_input_never_breaks_recording(sqlite_url):
     import math
 
     from langchain_core.runnables import RunnableLambda
+
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     cyclic: dict = {"name": "loop"}
@@ -322,6 +326,7 @@ def test_bad_input_fields_are_readable_when_small(sqlite_tracer):
     import math
 
     from langchain_core.runnables import RunnableLambda
+
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     cyclic: dict = {"name": "loop"}
@@ -337,6 +342,7 @@ def test_bad_input_fields_are_readable_when_small(sqlite_tracer):
 
 def test_trace_scope_capture_mode(sqlite_tracer):
     from fakes import simple_chain
+
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     h = LLMTraceCallbackHandler(sqlite_tracer)
@@ -357,7 +363,7 @@ def test_ids_are_never_taken_for_numbers():
     import random
     import uuid
 
-    from llmtrace._events import ordered_id
+    from llmtrace.base.ids import ordered_id
 
     rng = random.Random(11)
     ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(10_000)]

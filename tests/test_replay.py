@@ -9,7 +9,7 @@ from test_langchain_errors import RateLimitError
 from test_langchain_tools import hand_loop, lookup_order
 
 import llmtrace
-from llmtrace._replay import ReplayError
+from llmtrace.read.replay import ReplayError
 
 
 @pytest.fixture
@@ -60,6 +60,7 @@ def test_replay_with_tools_and_recorded_as_a_linked_trace(sqlite_tracer):
 
 def test_redacted_and_expired_inputs_are_reported(sqlite_url):
     from fakes import simple_chain
+
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     with llmtrace.Tracer(sqlite_url) as t:
@@ -95,6 +96,7 @@ def test_reparse_checks_a_parser_fix_without_a_model(sqlite_tracer):
 
 def test_replay_a_llamaindex_llm(sqlite_tracer):
     from llama_index.core.llms import MockLLM
+
     from llmtrace_llamaindex import LLMTraceInstrumentor
 
     inst = LLMTraceInstrumentor(sqlite_tracer).instrument()

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from fakes import ScriptedChatModel, answer, simple_chain
 
 import llmtrace
-from llmtrace import _schema as S
+from llmtrace.store import schema as S
 
 
 def record(tracer, n: int) -> list[str]:
@@ -94,7 +94,7 @@ def test_old_database_migrates_to_the_same_columns(tmp_path):
 def test_writer_purges_periodically_when_asked(sqlite_url, monkeypatch):
     import time
 
-    from llmtrace import _writer
+    from llmtrace.capture import writer as _writer
 
     monkeypatch.setattr(_writer, "_SWEEP_EVERY_S", 0.05)
     with llmtrace.Tracer(sqlite_url, content_ttl_days=1e-9, purge_interval_seconds=0.1,

@@ -8,12 +8,12 @@ import sqlalchemy as sa
 from fakes import ScriptedChatModel, answer
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from llmtrace_langchain import LLMTraceCallbackHandler
 
 import llmtrace
-from llmtrace import _schema as S
-from llmtrace._serialize import join_object
-from llmtrace._shared import MARK, MIN_CHARS, resolve, share
+from llmtrace.base.serialize import join_object
+from llmtrace.store import schema as S
+from llmtrace.store.content import MARK, MIN_CHARS, resolve, share
+from llmtrace_langchain import LLMTraceCallbackHandler
 
 ANSWER = "Refunds are issued within 14 days of the return arriving at our warehouse. " * 4
 

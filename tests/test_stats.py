@@ -132,7 +132,6 @@ def test_stats_cli_json_csv_and_table(analysis):
 def test_stats_over_recorded_langchain_calls(tracer):
     """End to end: real LangChain runs through the handler, then stats over what was written."""
     from llmtrace_langchain import LLMTraceCallbackHandler
-
     from tests.fakes import ScriptedChatModel, answer, simple_chain
 
     env = f"env-{uuid.uuid4().hex[:12]}"
@@ -152,8 +151,8 @@ def test_stats_reads_calls_of_long_and_open_traces(sqlite_url):
     or one still open (no trace row yet), must still count."""
     import sqlalchemy as sa
 
-    from llmtrace import _schema as S
-    from llmtrace._store import utcnow
+    from llmtrace.store import schema as S
+    from llmtrace.store.engine import utcnow
 
     with llmtrace.Tracer(sqlite_url, prices=analysis_data.PRICES) as tracer:
         tracer.schema_version()

@@ -12,10 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 import llmtrace
-from llmtrace import _schema as S
-from llmtrace import _writer as W
-from llmtrace._recorder import Rows
-from llmtrace._store import Store
+from llmtrace.capture import writer as W
+from llmtrace.store import inserts as I
+from llmtrace.store import schema as S
+from llmtrace.store.engine import Database
+from llmtrace.store.inserts import Rows
 
 
 def _json_ok() -> bool:
@@ -48,18 +49,18 @@ def _value(column: sa.Column, i: int):
 
 def _rows() -> Rows:
     rows = Rows()
-    for name in W._INSERT_ORDER:
-        table = W._TABLES[name]
+    for name in I.INSERT_ORDER:
+        table = I.TABLES[name]
         cols = [c for c in table.columns if c.autoincrement is not True]
         getattr(rows, name).extend({c.name: _value(c, i) for c in cols} for i in range(3))
     rows.traces.extend({**{c.name: _value(c, i) for c in S.traces.columns}, "_fresh": True} for i in range(3))
     return rows
 
 
-def _dump(store: Store) -> dict[str, list[tuple]]:
+def _dump(store: Database) -> dict[str, list[tuple]]:
     out = {}
     with store.engine.connect() as conn:
-        for table in (*W._TABLES.values(), S.traces):
+        for table in (*I.TABLES.values(), S.traces):
             cols = [c.name for c in table.columns if c.autoincrement is not True]
             out[table.name] = conn.exec_driver_sql(
                 f"SELECT {', '.join(cols)}, {', '.join(f'typeof({c})' for c in cols)} FROM {table.name} "
@@ -71,7 +72,7 @@ def _dump(store: Store) -> dict[str, list[tuple]]:
 def test_json_and_bound_inserts_store_identical_rows(tmp_path):
     stored = {}
     for as_json in (False, True):
-        store = Store(f"sqlite:///{tmp_path / f'{as_json}.db'}")
+        store = Database(f"sqlite:///{tmp_path / f'{as_json}.db'}")
         store.ensure_schema()
         with store.engine.begin() as conn:
             W.write_rows(conn, _rows(), unobtrusive=as_json)
@@ -91,9 +92,9 @@ def test_rows_orjson_refuses_take_the_bound_path(tmp_path, monkeypatch):
         pass
 
     bound = []
-    real = W._sqlite_multirow
-    monkeypatch.setattr(W, "_sqlite_multirow", lambda conn, sql, *a: bound.append(sql) or real(conn, sql, *a))
-    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    real = I._sqlite_multirow
+    monkeypatch.setattr(I, "_sqlite_multirow", lambda conn, sql, *a: bound.append(sql) or real(conn, sql, *a))
+    store = Database(f"sqlite:///{tmp_path / 'x.db'}")
     store.ensure_schema()
     rows = _rows()
     rows.chunks[0]["score"] = Score(0.25)
@@ -131,9 +132,9 @@ def test_a_sqlite_without_json_gets_bound_parameters(tmp_path, monkeypatch):
         def exec_driver_sql(self, sql, *args):
             raise sqlite3.OperationalError("no such function: json_each")
 
-    monkeypatch.setattr(W, "_SQLITE_JSON", None)
-    assert W._sqlite_has_json(NoJson()) is False and W._SQLITE_JSON is False
-    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    monkeypatch.setattr(I, "_SQLITE_JSON", None)
+    assert I._sqlite_has_json(NoJson()) is False and I._SQLITE_JSON is False
+    store = Database(f"sqlite:///{tmp_path / 'x.db'}")
     store.ensure_schema()
     with store.engine.begin() as conn:
         W.write_rows(conn, _rows(), unobtrusive=True)
@@ -226,35 +227,20 @@ def test_sqlite_time_text_is_what_datetime_writes():
     values += [NOW + rng.randrange(0, 3 * 10**9) for _ in range(5000)]  # (the cached prefixes, as in a batch)
     for ns in values:
         expected = (datetime(1970, 1, 1) + timedelta(microseconds=ns // 1000)).strftime("%Y-%m-%d %H:%M:%S.%f")
-        assert W._sqlite_time(ns) == expected, ns
+        assert I._sqlite_time(ns) == expected, ns
 
 
-def test_none_and_bool_bind_through_registered_adapters_and_the_apps_own_are_kept(sqlite_url):
-    from llmtrace import _store
-
-    keys = [(type(None), sqlite3.PrepareProtocol), (bool, sqlite3.PrepareProtocol)]
-    saved = {k: sqlite3.adapters[k] for k in keys if k in sqlite3.adapters}  # (module-global: restored after)
-    mine = str  # an application that stores its booleans as 'True' / 'False'
-    try:
-        sqlite3.adapters.pop(keys[0], None)
-        sqlite3.adapters[keys[1]] = mine
-        _store._bind_none_and_bool_directly()
-        assert sqlite3.adapters[keys[1]] is mine
-        assert sqlite3.adapters[keys[0]](None) is None
-        del sqlite3.adapters[keys[1]]
-        with llmtrace.Tracer(sqlite_url) as tracer:  # registers the bool adapter the application left free
-            assert sqlite3.adapters[keys[1]](True) == 1
-            tracer.record_validation("t-1", rule="cites-a-source", passed=True)
-            tracer.record_validation("t-1", rule="no-pii", passed=False)
-            assert tracer.flush(10)
-            with tracer._store.engine.connect() as conn:
-                got = conn.exec_driver_sql("SELECT rule, passed, typeof(passed), span_id, typeof(span_id) "
-                                           "FROM llmtrace_validations ORDER BY rule").fetchall()
-        assert got == [("cites-a-source", 1, "integer", None, "null"), ("no-pii", 0, "integer", None, "null")]
-    finally:
-        for k in keys:
-            sqlite3.adapters.pop(k, None)
-        sqlite3.adapters.update(saved)
+def test_the_applications_sqlite3_is_left_alone(sqlite_url):
+    before = dict(sqlite3.adapters)  # (module-global: an application's own adapters live here)
+    with llmtrace.Tracer(sqlite_url) as tracer:
+        tracer.record_validation("t-1", rule="cites-a-source", passed=True)
+        tracer.record_validation("t-1", rule="no-pii", passed=False)
+        assert tracer.flush(10)
+        with tracer._store.engine.connect() as conn:
+            got = conn.exec_driver_sql("SELECT rule, passed, typeof(passed), span_id, typeof(span_id) "
+                                       "FROM llmtrace_validations ORDER BY rule").fetchall()
+    assert got == [("cites-a-source", 1, "integer", None, "null"), ("no-pii", 0, "integer", None, "null")]
+    assert dict(sqlite3.adapters) == before
 
 
 def test_a_duplicate_row_costs_itself_not_its_batch(sqlite_url):
@@ -268,12 +254,12 @@ def test_a_duplicate_row_costs_itself_not_its_batch(sqlite_url):
         h = tracer.health()
         assert h["failed"] == 1 and h["write_errors"] == 2 and "IntegrityError" in h["last_error"]  # (batch, row)
         stored = _dump(tracer._store)
-    assert {name: len(v) for name, v in stored.items()} == {t.name: 3 for t in (*W._TABLES.values(), S.traces)}
+    assert {name: len(v) for name, v in stored.items()} == {t.name: 3 for t in (*I.TABLES.values(), S.traces)}
 
 
 @pytest.mark.parametrize("n", [1, 3, 4, 5, 63, 100, 257, 700])
 def test_batches_of_any_length_are_inserted_whole_in_fixed_size_statements(tmp_path, n):
-    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    store = Database(f"sqlite:///{tmp_path / 'x.db'}")
     store.ensure_schema()
     rows = Rows()
     rows.spans.extend({"span_id": f"s-{i:04d}", "trace_id": "t", "name": "step", "kind": "chain",
@@ -285,9 +271,9 @@ def test_batches_of_any_length_are_inserted_whole_in_fixed_size_statements(tmp_p
         got = conn.exec_driver_sql("SELECT span_id, started_at, latency_ms, error_type FROM llmtrace_spans "
                                    "ORDER BY span_id").fetchall()
     assert [r[0] for r in got] == [f"s-{i:04d}" for i in range(n)]
-    assert got[-1][1] == W._sqlite_time(NOW + (n - 1) * 1000) and got[-1][2] == (n - 1) / 10
+    assert got[-1][1] == I._sqlite_time(NOW + (n - 1) * 1000) and got[-1][2] == (n - 1) / 10
     assert [r[3] for r in got] == [None] * (n - 1) + ["timeout"]
-    assert {size for (head, size) in W._multirow_sql if "llmtrace_spans" in head} <= set(W._SIZES)
+    assert {size for (head, size) in I._multirow_sql if "llmtrace_spans" in head} <= set(I._SIZES)
 
 
 def test_no_column_has_a_database_default():

@@ -13,8 +13,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 
-from llmtrace._events import name_of
-from llmtrace._serialize import to_jsonable
+from llmtrace.integration import name_of, to_jsonable
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool", "function": "function",
           "developer": "system", "AIMessageChunk": "assistant", "HumanMessageChunk": "user"}
@@ -36,7 +35,7 @@ def message(m: Any) -> dict[str, Any]:
     if isinstance(m, str):
         return {"role": "user", "content": m}
     mtype = getattr(m, "type", None)
-    role = getattr(m, "role", None) if mtype == "chat" else _ROLES.get(mtype, mtype)
+    role = getattr(m, "role", None) if mtype == "chat" else _ROLES.get(str(mtype), mtype)
     fields = getattr(m, "__dict__", None) or {}
     out: dict[str, Any] = {"role": role, "content": fields.get("content", getattr(m, "content", None))}
     calls = fields.get("tool_calls")

@@ -7,7 +7,6 @@ thread pool per callback. Every body is guarded: a failure here is counted, neve
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -16,12 +15,12 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import var_child_runnable_config
 
 from llmtrace import Tracer, default_tracer
-from llmtrace._events import END, ERROR, RETRY, START, TraceContext, current_trace
+from llmtrace.integration import END, ERROR, RETRY, START, TraceContext, begin_root, connect, current_trace, now
 from llmtrace_langchain import _extract as X
 
 _KINDS = {"parser": "parser", "prompt": "chain", "retriever": "retriever", "tool": "tool", "llm": "llm",
           "embedding": "embedding"}
-_now = time.perf_counter_ns
+_now = now
 
 
 def _copy(value: Any) -> Any:
@@ -47,16 +46,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def __init__(self, tracer: Tracer | None = None, *, source_id_keys: Sequence[str] = ("id", "source", "doc_id")):
         self.tracer = tracer if tracer is not None else default_tracer()
-        self._submit = self.tracer._writer.submit
+        self._channel = connect(self.tracer)
+        self._submit = self._channel.submit
         self._first_token: dict[UUID, int] = {}
         self._documents = X.make_documents_converter(tuple(source_id_keys))
         self.last_trace_id: str | None = None
 
     def _problem(self, where: str, exc: Exception) -> None:
-        try:
-            self.tracer._writer.problem("langchain:" + where, exc)
-        except Exception:
-            pass
+        self._channel.problem("langchain:" + where, exc)
 
     def _root(self, run_id: UUID, metadata: dict[str, Any] | None) -> tuple[Any, TraceContext | None]:
         """Parent and trace context of a run LangChain reports without a parent.
@@ -77,6 +74,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         trace_id = metadata.get("llmtrace_trace_id") if metadata else None
         root = TraceContext(str(trace_id), generated=False) if trace_id else TraceContext(str(run_id), generated=True)
         self.last_trace_id = root.trace_id
+        begin_root(root.trace_id)
         return None, root
 
     # -- chains, prompts, parsers --------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 from llama_index.core.schema import BaseNode
 
-from llmtrace._serialize import to_jsonable
+from llmtrace.integration import to_jsonable
 
 _SECRETISH = ("api_key", "token", "secret", "password")
 _PROVIDERS = {"openai": "openai", "azureopenai": "azure", "anthropic": "anthropic", "gemini": "google",

@@ -12,10 +12,11 @@ append a tuple to llmtrace's queue; everything else happens on the writer thread
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.dispatcher import Dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent, EmbeddingStartEvent
 from llama_index.core.instrumentation.events.exception import ExceptionEvent
@@ -34,12 +35,13 @@ from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from llama_index.core.tools.types import BaseTool
 from pydantic import BaseModel
+from typing_extensions import Self
 
 from llmtrace import Tracer, default_tracer
-from llmtrace._events import ANNOTATE, END, ERROR, START, TraceContext, current_trace, ordered_id
+from llmtrace.integration import ANNOTATE, END, ERROR, START, TraceContext, begin_root, connect, current_trace, now, ordered_id
 from llmtrace_llamaindex import _extract as X
 
-_now = time.perf_counter_ns
+_now = now
 
 
 class _Owned(BaseModel):
@@ -49,9 +51,14 @@ class _Owned(BaseModel):
     private attribute goes through ``BaseModel.__getattr__`` (about 2.6 µs), and the handlers read
     it on every span and event of the application's thread (~45 times per W4 query)."""
 
-    def __init__(self, owner: LLMTraceInstrumentor) -> None:
-        super().__init__()
-        object.__setattr__(self, "_owner", owner)
+    if TYPE_CHECKING:
+        _owner: ClassVar[LLMTraceInstrumentor]  # (an instance attribute, set below: not a pydantic field)
+
+    @classmethod
+    def owned_by(cls, owner: LLMTraceInstrumentor) -> Self:
+        handler = cls()
+        object.__setattr__(handler, "_owner", owner)
+        return handler
 
 
 class _Spans(_Owned, BaseSpanHandler):
@@ -111,16 +118,17 @@ class LLMTraceInstrumentor:
 
     def __init__(self, tracer: Tracer | None = None) -> None:
         self.tracer = tracer if tracer is not None else default_tracer()
-        self._submit = self.tracer._writer.submit
-        self._spans = _Spans(self)
-        self._events = _Events(self)
+        self._channel = connect(self.tracer)
+        self._submit = self._channel.submit
+        self._spans = _Spans.owned_by(self)
+        self._events = _Events.owned_by(self)
         self._first: dict[str, int] = {}  # LLM span -> first streamed delta
         self._deltas: dict[str, list[str]] = {}
         self._open_llm: set[str] = set()
         self._embedders: dict[str, dict] = {}  # embedding span -> its model_dict, until it ends
-        self._dispatcher = None
+        self._dispatcher: Dispatcher | None = None
         self.last_trace_id: str | None = None
-        self._on = {
+        self._on: dict[type, Callable[[Any], None]] = {
             LLMChatStartEvent: self._chat_start, LLMCompletionStartEvent: self._completion_start,
             LLMChatInProgressEvent: self._delta, LLMCompletionInProgressEvent: self._delta,
             LLMChatEndEvent: self._llm_end, LLMCompletionEndEvent: self._llm_end, ExceptionEvent: self._exception,
@@ -156,10 +164,7 @@ class LLMTraceInstrumentor:
     # -- spans ---------------------------------------------------------------------------------
 
     def _problem(self, where: str, exc: Exception) -> None:
-        try:
-            self.tracer._writer.problem("llamaindex:" + where, exc)
-        except Exception:
-            pass
+        self._channel.problem("llamaindex:" + where, exc)
 
     def _enter(self, id_: str, bound_args: Any, instance: Any, parent_id: str | None) -> None:
         root = None
@@ -172,6 +177,7 @@ class LLMTraceInstrumentor:
             else:
                 root = TraceContext(ordered_id(), generated=True)
                 self.last_trace_id = root.trace_id
+                begin_root(root.trace_id)
         name = id_.partition("-")[0]
         if isinstance(instance, BaseTool):
             kind, convert = "tool", X.tool_inputs

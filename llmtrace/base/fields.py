@@ -1,0 +1,24 @@
+"""Names and shapes of the record shared by every layer (SIGNALS.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ACTIONS = ("accepted", "edited", "retried", "abandoned")  # what a user finally did with an answer
+FEEDBACK_ACTIONS = (*ACTIONS, "rated")  # and custom names
+ALERT_RULES = ("cost_spike", "latency_spike", "error_rate", "context_limit")
+
+# Trace attributes read from a framework's per-request metadata (RunnableConfig["metadata"]) as
+# ``llmtrace_<name>`` keys.
+META_PREFIX = "llmtrace_"
+TRACE_ATTRS = ("trace_id", "trace_name", "user_id", "session_id", "feature", "team", "prompt_version",
+               "environment", "release", "tags", "capture")
+
+
+
+def system_prompt_of(messages: list[dict[str, Any]] | None) -> str | None:
+    """The system prompt as the model saw it: the system messages' text, joined."""
+    parts = [m["content"] if isinstance(m.get("content"), str) else str(m.get("content"))
+             for m in messages or () if isinstance(m, dict) and m.get("role") == "system"
+             and m.get("content") is not None]
+    return "\n\n".join(parts) if parts else None

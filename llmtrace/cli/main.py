@@ -1,0 +1,282 @@
+"""The ``llmtrace`` command: a thin shell over the library. Errors become one line, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from llmtrace.base.config import DEFAULT_URL
+from llmtrace.base.errors import LLMTraceError
+from llmtrace.base.fields import ACTIONS, ALERT_RULES
+from llmtrace.cli.output import add_output_flags, col, emit, ms, pct, usd
+
+
+def _db_default() -> str:
+    return os.environ.get("LLMTRACE_DATABASE_URL") or DEFAULT_URL
+
+
+def _store(args):
+    """The read facade: reading starts no writer and never creates a database."""
+    from llmtrace.read.facade import Store
+
+    return Store(args.db)
+
+
+def _database(args, create: bool = False):
+    from llmtrace.store.engine import Database
+
+    return Database(args.db, create=create)
+
+
+def cmd_demo(args) -> int:
+    from importlib.metadata import entry_points
+
+    from llmtrace.base.errors import ConfigError
+
+    # The demo is an app built on LangChain and LlamaIndex, which the core never imports: it lives in
+    # the llmtrace-examples package and is found through its entry point.
+    found = sorted(entry_points(group="llmtrace.demo"), key=lambda ep: ep.name)
+    if not found:
+        raise ConfigError("the demo lives in the llmtrace-examples package: pip install llmtrace-examples "
+                          "(or run `python3 dev.py demo` in a clone, which installs it)")
+    run_demo = found[0].load()
+    run_demo(args.db, show=not args.quiet, export_path=args.export)
+    return 0
+
+
+def cmd_show(args) -> int:
+    with _store(args) as store:
+        trace = store.get_trace(args.trace_id)
+        print(trace.to_json() if args.json else trace.render())
+    return 0
+
+
+def cmd_ls(args) -> int:
+    with _store(args) as store:
+        rows = store.find_traces(
+            limit=args.limit, since=args.since, until=args.until, feature=args.feature, team=args.team, model=args.model,
+            prompt_version=args.prompt_version, user=args.user, status=args.status, error_type=args.error_type,
+            validation_failed=args.validation_failed, action=args.action, min_cost=args.min_cost,
+            min_latency_ms=args.min_latency, chunk_source=args.chunk, text=args.search)
+    columns = [
+        col("started (UTC)", lambda r: (r["started_at"] or "")[:19].replace("T", " "), left=True),
+        col("trace id", "trace_id", left=True), col("status", "status", left=True),
+        col("ms", lambda r: ms(r["latency_ms"])), col("calls", "llm_calls"),
+        col("tokens in/out", lambda r: f"{r['input_tokens'] or 0}/{r['output_tokens'] or 0}"
+            if r["input_tokens"] is not None or r["output_tokens"] is not None else None),
+        col("cost", lambda r: usd(r["cost_usd"])), col("feature", "feature", left=True),
+        col("models", lambda r: ", ".join(r["models"]), left=True),
+        col("errors", lambda r: ", ".join(r["errors"]), left=True), col("user action", "action", left=True),
+        col("name", "name", left=True),
+    ]
+    emit(args, rows, columns, f"{len(rows)} trace(s), newest first", f"no matching traces in {args.db}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from llmtrace.read.stats import parse_by
+
+    dims = parse_by(args.by)
+    with _store(args) as store:
+        rows = store.stats(dims, since=args.since, until=args.until, feature=args.feature, model=args.model,
+                           team=args.team, prompt_version=args.prompt_version, user=args.user)
+    columns = [col(d, d.replace("-", "_"), left=True) for d in dims] + [
+        col("calls", "calls"),
+        col("in tok/call", "avg_input_tokens"), col("out tok/call", "avg_output_tokens"),
+        col("cost", lambda r: usd(r["cost_usd"]) if not r["unpriced_calls"] or r["cost_usd"] is None
+            else f"{usd(r['cost_usd'])}+?"),
+        col("p50 ms", lambda r: ms(r["latency_p50_ms"])), col("p95 ms", lambda r: ms(r["latency_p95_ms"])),
+        col("p99 ms", lambda r: ms(r["latency_p99_ms"])), col("ttft p95", lambda r: ms(r["ttft_p95_ms"])),
+        col("errors", lambda r: pct(r["error_rate"])),
+        col("by type", lambda r: ", ".join(f"{k} {v}" for k, v in list(r["errors_by_type"].items())[:3]), left=True),
+        col("parse ✗", lambda r: pct(r["parse_failure_rate"])), col("valid ✗", lambda r: pct(r["validation_failure_rate"])),
+        col("acc/edit/retry/aband", lambda r: "/".join(str(r[f"feedback_{a}"]) for a in
+                                                       ACTIONS)),
+    ]
+    window = f" since {args.since}" if args.since else ""
+    emit(args, rows, columns, f"LLM calls by {', '.join(dims) or 'all'}{window}", f"no LLM calls{window} in {args.db}")
+    return 0
+
+
+def cmd_alerts(args) -> int:
+    from llmtrace.base.alerting import AlertRules
+
+    rules = AlertRules(rules=tuple(args.rule)) if args.rule else None
+    with _store(args) as store:
+        alerts = store.alerts(since=args.since, until=args.until, rules=rules, feature=args.feature, model=args.model)
+    rows = [a.to_dict() for a in alerts]
+    columns = [col("at (UTC)", lambda r: r["at"][:19].replace("T", " "), left=True), col("rule", "rule", left=True),
+               col("feature", "feature", left=True), col("trace id", "trace_id", left=True),
+               col("what", "message", left=True)]
+    emit(args, rows, columns, f"{len(rows)} alert(s) since {args.since}", f"no alerts since {args.since} in {args.db}")
+    return 1 if rows and args.exit_code else 0
+
+
+def cmd_export(args) -> int:
+    with _store(args) as store:
+        labels = tuple(args.label) if args.label else None
+        n = store.export_eval_set(args.output, format=args.format, labels=labels, feature=args.feature,
+                                  model=args.model, prompt_version=args.prompt_version, validation=args.validation,
+                                  actions=tuple(args.action) if args.action else None)
+    print(f"exported {n} row(s) to {args.output}")
+    return 0
+
+
+def cmd_purge(args) -> int:
+    from llmtrace.store.retention import purge
+
+    db = _database(args)
+    try:
+        result = purge(db, older_than=args.older_than, dry_run=args.dry_run, batch_size=args.batch_size)
+    finally:
+        db.dispose()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{verb} {result['content_rows']} content row(s) of {result['traces']} trace(s); metadata kept")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    with _store(args) as store:
+        report = store.verify_audit()
+    if args.json:
+        print(json.dumps({"ok": report.ok, "entries": report.entries, "rows": report.rows, "problems": report.problems}))
+    elif report.ok:
+        print(f"audit chain ok: {report.entries} entries cover {report.rows} rows")
+    else:
+        print(f"audit chain BROKEN: {report.first}")
+        for line in report.problems[1:]:
+            print(f"  also: {line}")
+    return 0 if report.ok else 1
+
+
+def cmd_db(args) -> int:
+    if args.action == "migrate":
+        db = _database(args, create=True)
+        try:
+            db.ensure_schema()
+            print(f"{db.display_url}: llmtrace schema version {db.schema_version()}")
+        finally:
+            db.dispose()
+        return 0
+    from llmtrace.store.harden import harden
+
+    db = _database(args, create=True)  # (harden makes the tables it protects; it refuses anything but PostgreSQL first)
+    try:
+        stmts = harden(db, args.reader_role, dry_run=args.print)
+    finally:
+        db.dispose()
+    if args.print:
+        print(";\n".join(stmts) + ";")
+    else:
+        print(f"hardened: role {args.reader_role} reads metadata but not content; the audit chain is append-only; "
+              "content is deleted only by purge")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmtrace", description="Record, inspect and export LLM calls.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--db", default=_db_default(), help="database URL (default: $LLMTRACE_DATABASE_URL or "
+                                                           f"{DEFAULT_URL})")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("demo", "Record an offline demo app (a refunds assistant), attach user actions, show a trace.", cmd_demo)
+    p.add_argument("--quiet", action="store_true", help="do not print the trace tree")
+    p.add_argument("--export", default="llmtrace-eval.jsonl", help="where to write the demo's eval set")
+    p = add("show", "Show one trace as a tree, or as the SIGNALS.md document with --json.", cmd_show)
+    p.add_argument("trace_id")
+    p.add_argument("--json", action="store_true", help="print the trace document as JSON")
+    p = add("ls", "Find traces, newest first: every filter given must match.", cmd_ls)
+    p.add_argument("--limit", type=int, default=20, help="how many traces (default 20)")
+    p.add_argument("--since", help="started since: 7d, 12h, 30m, or a date/time (2026-11-01)")
+    p.add_argument("--until", help="started before this (same forms as --since)")
+    p.add_argument("--feature")
+    p.add_argument("--team")
+    p.add_argument("--model", help="a call used this model (name or exact version)")
+    p.add_argument("--prompt-version")
+    p.add_argument("--user", help="a user id (hashed like the stored one) or a stored hash u_...")
+    p.add_argument("--status", choices=["ok", "error", "open"])
+    p.add_argument("--error-type", help="a span failed with this error type (timeout, rate_limit, auth, ...)")
+    p.add_argument("--validation-failed", action="store_true", help="a parse or validation check failed")
+    p.add_argument("--action", choices=ACTIONS, help="the user's last action")
+    p.add_argument("--min-cost", type=float, help="total cost at least this many USD")
+    p.add_argument("--min-latency", type=float, help="trace latency at least this many milliseconds")
+    p.add_argument("--chunk", help="used a retrieved chunk with this source id")
+    p.add_argument("--search", help="words in the stored (redacted) content: prompts, answers, tool args, chunks")
+    add_output_flags(p)
+    p = add("stats", "Calls, tokens, cost, latency/TTFT percentiles, error, parse and validation failure rates "
+                     "and the users' feedback mix, grouped.", cmd_stats)
+    p.add_argument("--by", default="model", help="group by model, version, provider, feature, team, user, prompt-version, "
+                                                 "environment, day, hour or turn (a session's n-th trace: shows prompts "
+                                                 "growing with the conversation); comma-separated for several "
+                                                 "(default: model)")
+    p.add_argument("--since", help="only calls since: 7d, 12h, 30m, or a date/time (2026-11-01)")
+    p.add_argument("--until", help="only calls before this (same forms as --since)")
+    p.add_argument("--feature")
+    p.add_argument("--model")
+    p.add_argument("--team")
+    p.add_argument("--prompt-version")
+    p.add_argument("--user", help="a user id (hashed like the stored one) or a stored hash u_...")
+    add_output_flags(p)
+    p = add("alerts", "Evaluate the alert rules over recorded calls: cost spike (3x the average of the feature and model), latency "
+                      "spike (2x p95), error rate over 5%%/hour, tokens near the context limit.", cmd_alerts)
+    p.add_argument("--since", default="24h", help="alerts fired by calls since: 24h (default), 7d, or a date/time")
+    p.add_argument("--until", help="only calls before this (same forms as --since)")
+    p.add_argument("--rule", action="append", choices=ALERT_RULES,
+                   help="only these rules (repeatable; default all)")
+    p.add_argument("--feature")
+    p.add_argument("--model")
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when an alert fires (for cron and CI checks)")
+    add_output_flags(p)
+    p = add("export", "Export feedback-labelled LLM calls as an eval set.", cmd_export)
+    p.add_argument("-o", "--output", required=True, help="file to write")
+    p.add_argument("--format", default="jsonl", choices=["jsonl", "openai", "dataset", "parquet"],
+                   help="jsonl (whole rows), openai (chat messages + the reference answer), dataset (inputs / "
+                        "expected_output), parquet")
+    p.add_argument("--validation", choices=["passed", "failed"], help="only calls whose validations all passed / one failed")
+    p.add_argument("--action", action="append", choices=ACTIONS,
+                   help="only traces whose user's last action is this (repeatable)")
+    p.add_argument("--label", action="append", choices=["positive", "negative", "corrected"],
+                   help="only these labels (repeatable)")
+    p.add_argument("--feature")
+    p.add_argument("--model")
+    p.add_argument("--prompt-version")
+    p = add("purge", "Delete content past its expiry (no prompt); counts, timings and ids stay.", cmd_purge)
+    p.add_argument("--older-than", help="also purge content older than this: 7d, 12h, 30m")
+    p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    p.add_argument("--batch-size", type=int, default=1000, help="rows per transaction (default 1000)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add("db", "migrate: create or upgrade the llmtrace tables now. harden (PostgreSQL): a metadata-only reader "
+                  "role, append-only audit, purge-only deletes.", cmd_db)
+    p.add_argument("action", choices=["migrate", "harden"])
+    p.add_argument("--reader-role", default="llmtrace_reader", help="role that may read metadata (default llmtrace_reader)")
+    p.add_argument("--print", action="store_true", help="print the SQL instead of running it")
+    p = add("audit", "Check the tamper-evident audit chain (Tracer(audit=True)) against the tables.", cmd_audit)
+    p.add_argument("action", choices=["verify"], help="verify: report the first broken link, exit 1 if any")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LLMTraceError as exc:
+        print(f"llmtrace: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

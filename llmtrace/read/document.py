@@ -1,0 +1,309 @@
+"""The read side: assemble one trace's SIGNALS.md document from the tables.
+
+Works on rows written by any process. Links are resolved here from stored ids and times only:
+``retrieved`` = chunks of the trace's retriever spans that ended before the call started;
+``tool_calls`` = the model's requests joined to tool spans; ``parsed`` = the output of the parser
+span linked to the call.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from llmtrace.base.classify import HINTS
+from llmtrace.base.cost import PriceBook, default_pricebook
+from llmtrace.base.errors import TraceNotFound
+from llmtrace.base.fields import system_prompt_of
+from llmtrace.base.serialize import loads
+from llmtrace.read.text import render_text
+from llmtrace.store import schema as S
+from llmtrace.store.content import resolve
+from llmtrace.store.engine import Database, utcnow
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class Trace:
+    """One recorded trace. ``to_dict()`` is the SIGNALS.md document; ``str()`` a readable tree."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self._doc = doc
+
+    @property
+    def trace_id(self) -> str:
+        return self._doc["trace_id"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._doc))  # a deep copy the caller may change
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self._doc, indent=indent, ensure_ascii=False)
+
+    def render(self) -> str:
+        return render_text(self._doc)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def replay(self, llm: Any, call: int | str = -1, tracer: Any = None):
+        """Re-run an LLM call (the last by default, or an index / span id) with its recorded input
+        snapshot against ``llm`` (a LangChain chat model or a LlamaIndex LLM). Returns a ``Replay``
+        with the recorded and new completions side by side; pass ``tracer`` to record the replay as
+        a trace of its own whose metadata points back to this one."""
+        from llmtrace.read.replay import replay
+
+        return replay(self._doc, llm, call, tracer)
+
+    def reparse(self, parser: Any, call: int | str = -1):
+        """Run ``parser`` (a LangChain parser, or any callable) over a call's recorded raw completion."""
+        from llmtrace.read.replay import reparse
+
+        return reparse(self._doc, parser, call)
+
+    def _repr_html_(self) -> str:  # Jupyter's rich display
+        from llmtrace.read.html import render_html
+
+        return render_html(self._doc)
+
+    def __repr__(self) -> str:
+        d = self._doc
+        return f"<Trace {d['trace_id']} {d.get('name')!r} {d.get('status')} {len(d['llm_calls'])} LLM call(s)>"
+
+
+def _rows(conn: sa.Connection, table: sa.Table, trace_id: str, order: Any = None) -> list[dict]:
+    stmt = sa.select(table).where(table.c.trace_id == trace_id)
+    if order is not None:
+        stmt = stmt.order_by(order)
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def load_trace(store: Database, trace_id: str, prices: PriceBook | None = None) -> Trace:
+    store.ensure_schema()
+    with store.engine.connect() as conn:
+        trace_row = conn.execute(sa.select(S.traces).where(S.traces.c.trace_id == trace_id)).first()
+        spans = _rows(conn, S.spans, trace_id, S.spans.c.started_at)
+        if trace_row is None and not spans:
+            waiting = conn.execute(sa.select(sa.func.count()).select_from(S.feedback)
+                                   .where(S.feedback.c.trace_id == trace_id)).scalar()
+            raise TraceNotFound(trace_id, f"{waiting} feedback record(s) are waiting for it" if waiting else "")
+        llms = {r["span_id"]: r for r in _rows(conn, S.llm_calls, trace_id)}
+        tools = _rows(conn, S.tool_calls, trace_id, S.tool_calls.c.position)
+        chunk_rows = _rows(conn, S.chunks, trace_id, S.chunks.c.rank)
+        vals = _rows(conn, S.validations, trace_id, S.validations.c.at)
+        fbs = _rows(conn, S.feedback, trace_id, S.feedback.c.at)
+        contents: dict[str, tuple[dict, Any]] = {}
+        for r in _rows(conn, S.contents, trace_id, S.contents.c.created_at):
+            for owner, fields in (loads(r["body"]) or {}).items():
+                contents[owner] = (fields, r["expires_at"])
+    now = utcnow()
+    resolve({o: f for o, (f, exp) in contents.items() if exp is None or exp > now})
+    doc = _assemble(trace_id, dict(trace_row._mapping) if trace_row else None, spans, llms, tools, chunk_rows, vals, fbs,
+                    contents)
+    _add_costs(doc, prices or default_pricebook())
+    return Trace(doc)
+
+
+def _add_costs(doc: dict[str, Any], prices: PriceBook) -> None:
+    """Costs are computed when read, from the tokens and the price of the call's day."""
+    for call in doc["llm_calls"]:
+        if call["cost_usd"] is None:
+            tok = call["tokens"]
+            at = datetime.fromisoformat(call["started_at"].replace("Z", "")) if call["started_at"] else None
+            call["cost_usd"] = prices.cost(model=call["model"], version=call["model_version"], provider=call["provider"],
+                                           input_tokens=tok["input"], output_tokens=tok["output"],
+                                           cached_tokens=tok["input_cached"], at=at)
+    doc["totals"]["cost_usd"] = _sum([c["cost_usd"] for c in doc["llm_calls"]])
+
+
+def _assemble(trace_id, tr, spans, llms, tools, chunk_rows, vals, fbs, contents) -> dict[str, Any]:
+    now = utcnow()
+    capture = (tr or {}).get("capture")
+
+    def content(owner: str) -> tuple[dict, str | None]:
+        found = contents.get(owner)
+        if found is None:
+            if capture == "metadata":
+                return {}, "not_captured"
+            return {}, ("purged" if (tr or {}).get("content_purged_at") else "missing")
+        fields, expires_at = found
+        if expires_at is not None and expires_at <= now:
+            return {}, "expired"
+        return fields if isinstance(fields, dict) else {}, None
+
+    by_id = {s["span_id"]: s for s in spans}
+    span_content = {s["span_id"]: content(s["span_id"]) for s in spans}
+    parser_of = {s["link_span_id"]: s for s in spans if s["link_span_id"]}
+    vals_by_span: dict[str | None, list] = {}
+    for v in vals:
+        owner = v["span_id"] if v["span_id"] in llms else None
+        vals_by_span.setdefault(owner, []).append(_validation(v, content("val:" + v["id"])[0]))
+
+    span_docs = []
+    for s in _tree_order(spans):
+        body, _missing = span_content[s["span_id"]]
+        is_llm = s["kind"] == "llm"
+        if s["kind"] == "parser" and s["link_span_id"] and body.get("inputs") is None:
+            body = {**body, "inputs": span_content.get(s["link_span_id"], ({}, None))[0].get("raw_completion")}
+        span_docs.append({
+            "span_id": s["span_id"], "parent_id": s["parent_id"], "kind": s["kind"], "name": s["name"],
+            "started_at": iso(s["started_at"]), "ended_at": iso(s["ended_at"]), "latency_ms": s["latency_ms"],
+            "status": s["status"], "error": _error(s["error_type"], body.get("error")),
+            "inputs": body.get("input_messages") if is_llm else body.get("inputs"),
+            "outputs": body.get("raw_completion") if is_llm else body.get("outputs"),
+        })
+
+    retrievers = []  # (ended_at, span, chunks)
+    for s in spans:
+        if s["kind"] == "retriever" and s["status"] == "ok":
+            body = span_content[s["span_id"]][0]
+            texts = _list(body.get("outputs"))
+            chunks = []
+            for c in (c for c in chunk_rows if c["span_id"] == s["span_id"]):
+                text = texts[c["rank"]] if c["rank"] is not None and c["rank"] < len(texts) else None
+                chunks.append({"source_id": c["source_id"], "score": c["score"], "rank": c["rank"],
+                               "content": text.get("content") if isinstance(text, dict) else text,
+                               "retriever": c["retriever"], "span_id": s["span_id"]})
+            retrievers.append((s["ended_at"], chunks))
+
+    # A tool the model asked for in text (a ReAct agent's "Action: ..."), with no provider tool-call
+    # id to join on, belongs to the model call that ended last before the tool started.
+    llm_spans = sorted((by_id[k] for k in llms if k in by_id), key=lambda r: r["started_at"])
+    unjoined: dict[str, list] = {}
+    for t in tools:
+        tool_span = by_id.get(t["tool_span_id"]) if t["llm_span_id"] is None and t["tool_span_id"] else None
+        if tool_span is None or tool_span["started_at"] is None:
+            continue
+        before = [c for c in llm_spans if c["ended_at"] is not None and c["ended_at"] <= tool_span["started_at"]]
+        if before:
+            unjoined.setdefault(max(before, key=lambda c: c["ended_at"])["span_id"], []).append(t)
+
+    llm_docs = []
+    text_tools_ms = None  # time in the tools the previous call asked for in text: this call waited for it
+    for s in llm_spans:
+        row = llms[s["span_id"]]
+        body, missing = span_content[s["span_id"]]
+        parser = parser_of.get(s["span_id"])
+        parser_body = span_content[parser["span_id"]][0] if parser else {}
+        requests = _list(body.get("tool_requests"))  # content may be a placeholder string: never trust its shape
+        tool_docs = []
+        for t in (t for t in tools if t["llm_span_id"] == s["span_id"]):
+            req = requests[t["position"]] if t["position"] is not None and t["position"] < len(requests) else {}
+            req = req if isinstance(req, dict) else {}
+            result_body = span_content.get(t["tool_span_id"], ({}, None))[0] if t["tool_span_id"] else {}
+            tool_docs.append({"id": t["tool_call_id"], "name": t["name"], "args": req.get("args"),
+                              "result": result_body.get("outputs"), "status": t["status"],
+                              "latency_ms": t["latency_ms"], "span_id": t["tool_span_id"],
+                              "error": result_body.get("error") if t["status"] == "error" else None})
+        for t in unjoined.get(s["span_id"], []):
+            tool_body = span_content.get(t["tool_span_id"], ({}, None))[0]
+            tool_docs.append({"id": t["tool_call_id"], "name": t["name"], "args": tool_body.get("inputs"),
+                              "result": tool_body.get("outputs"), "status": t["status"], "latency_ms": t["latency_ms"],
+                              "span_id": t["tool_span_id"],
+                              "error": tool_body.get("error") if t["status"] == "error" else None})
+        retrieved = [c for ended, cs in retrievers if ended is not None and ended <= s["started_at"] for c in cs]
+        latency = {"total": row["latency_ms"], "ttft": row["ttft_ms"], "retrieval": row["retrieval_ms"],
+                   "tools": row["tools_ms"] if row["tools_ms"] is not None else text_tools_ms,
+                   "generation": (row["latency_ms"] - row["ttft_ms"]) if row["ttft_ms"] is not None
+                   else row["latency_ms"]}
+        text_tools_ms = _sum([t["latency_ms"] for t in unjoined.get(s["span_id"], [])])
+        llm_docs.append({
+            "span_id": s["span_id"], "name": s["name"], "started_at": iso(s["started_at"]),
+            "ended_at": iso(s["ended_at"]), "model": row["model"], "model_version": row["model_version"],
+            "provider": row["provider"], "params": loads(row["params"]),
+            "system_prompt": body.get("system_prompt") or system_prompt_of(_list(body.get("input_messages"))),
+            "input_messages": body.get("input_messages"),
+            "tools_offered": body.get("tools_offered"), "retrieved": retrieved,
+            "tokens": {"input": row["input_tokens"], "output": row["output_tokens"], "total": row["total_tokens"],
+                       "input_cached": row["input_cached_tokens"], "reasoning": row["reasoning_tokens"]},
+            "latency_ms": latency, "streamed": row["streamed"], "cost_usd": row["cost_usd"],
+            "finish_reason": row["finish_reason"], "raw_completion": body.get("raw_completion"),
+            "generations": body.get("generations"), "tool_calls": tool_docs,
+            "parsed": parser_body.get("outputs") if parser and parser["status"] == "ok" else None,
+            "parse_error": parser_body.get("error") if parser and parser["status"] == "error" else None,
+            "parser": parser["name"] if parser else None,
+            "validations": vals_by_span.get(s["span_id"], []), "status": row["status"],
+            "error": _error(row["error_type"], body.get("error")), "retry_count": row["retry_count"],
+            "fallback_from": row["fallback_from"], "content_missing": missing,
+        })
+
+    roots = [s for s in spans if s["parent_id"] is None]
+    started = tr["started_at"] if tr and tr["started_at"] else min((s["started_at"] for s in roots), default=None)
+    ended = tr["ended_at"] if tr and tr["ended_at"] else max((s["ended_at"] for s in roots), default=None)
+    status = tr["status"] if tr else ("error" if any(s["status"] == "error" for s in roots) else
+                                      ("ok" if roots else None))
+    tr = tr or {}
+    return {
+        "trace_id": trace_id, "name": tr.get("name") or (roots[0]["name"] if roots else None),
+        "started_at": iso(started), "ended_at": iso(ended),
+        "latency_ms": tr.get("latency_ms") if tr.get("latency_ms") is not None else (
+            (ended - started).total_seconds() * 1000 if started and ended else None),
+        "status": status, "user_id": tr.get("user_hash"), "session_id": tr.get("session_id"),
+        "feature": tr.get("feature"), "team": tr.get("team"), "environment": tr.get("environment"),
+        "release": tr.get("release"), "prompt_version": tr.get("prompt_version"),
+        "tags": loads(tr.get("tags")) or [], "metadata": loads(tr.get("meta")) or {},
+        "capture": tr.get("capture"), "complete": bool(tr),
+        "totals": _totals(llm_docs, spans),
+        "spans": span_docs, "llm_calls": llm_docs, "validations": vals_by_span.get(None, []),
+        "feedback": [_feedback(f, content("fb:" + f["id"])[0]) for f in fbs],
+    }
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _sum(values: list) -> Any:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+def _totals(llm_docs: list[dict], spans: list[dict]) -> dict[str, Any]:
+    errored_parents = {s["parent_id"] for s in spans if s["status"] == "error"}
+    return {
+        "llm_calls": len(llm_docs),
+        "input_tokens": _sum([c["tokens"]["input"] for c in llm_docs]),
+        "output_tokens": _sum([c["tokens"]["output"] for c in llm_docs]),
+        "cost_usd": _sum([c["cost_usd"] for c in llm_docs]),
+        # root causes only: an error propagating up through five chains is one error
+        "errors": sum(1 for s in spans if s["status"] == "error" and s["span_id"] not in errored_parents),
+    }
+
+
+def _error(kind: str | None, message: str | None) -> dict | None:
+    if kind is None:
+        return None
+    return {"type": kind, "message": message, "hint": HINTS.get(kind, HINTS["other"])}
+
+
+def _validation(v: dict, body: dict) -> dict:
+    return {"rule": v["rule"], "passed": v["passed"], "detail": body.get("detail"), "at": iso(v["at"]),
+            "source": v["source"], "span_id": v["span_id"]}
+
+
+def _feedback(f: dict, body: dict) -> dict:
+    return {"action": f["action"], "score": f["score"], "correction": body.get("correction"),
+            "comment": body.get("comment"), "source": f["source"], "at": iso(f["at"])}
+
+
+def _tree_order(spans: list[dict]) -> list[dict]:
+    """Parent before child, siblings by start time."""
+    ids = {s["span_id"] for s in spans}
+    children: dict[str | None, list] = {}
+    for s in spans:
+        parent = s["parent_id"] if s["parent_id"] in ids else None
+        children.setdefault(parent, []).append(s)
+    out: list[dict] = []
+    stack = list(reversed(children.get(None, [])))
+    while stack:
+        s = stack.pop()
+        out.append(s)
+        stack.extend(reversed(children.get(s["span_id"], [])))
+    return out

@@ -1,0 +1,68 @@
+"""``llmtrace db harden``: PostgreSQL protections for a shared production database.
+
+- a role that can read every llmtrace table but the content table (dashboards, analysts);
+- no UPDATE or DELETE on the audit chain, ever;
+- no DELETE on metadata rows, and content deleted only by ``purge`` (which sets
+  ``llmtrace.purge`` for its own transaction).
+"""
+
+from __future__ import annotations
+
+import re
+
+import sqlalchemy as sa
+
+from llmtrace.base.errors import ConfigError
+from llmtrace.store import schema as S
+from llmtrace.store.engine import Database
+
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def harden_sql(reader_role: str = "llmtrace_reader") -> list[str]:
+    if not _ROLE.match(reader_role):
+        raise ConfigError(f"role name {reader_role!r} must be lower-case letters, digits and _")
+    metadata_tables = [t.name for t in S.METADATA.sorted_tables if t.name != S.contents.name]
+    stmts = [
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{reader_role}') THEN "
+        f"CREATE ROLE {reader_role} NOLOGIN; END IF; END $$",
+        f"GRANT USAGE ON SCHEMA {{schema}} TO {reader_role}",
+        *[f"GRANT SELECT ON {t} TO {reader_role}" for t in metadata_tables],
+        f"REVOKE ALL ON {S.contents.name} FROM {reader_role}",
+        """CREATE OR REPLACE FUNCTION llmtrace_forbid() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'llmtrace: % on % is not allowed (hardened store)', TG_OP, TG_TABLE_NAME; END $$""",
+        """CREATE OR REPLACE FUNCTION llmtrace_purge_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF coalesce(current_setting('llmtrace.purge', true), '') <> 'on' THEN
+    RAISE EXCEPTION 'llmtrace: content is deleted only by llmtrace purge (hardened store)';
+  END IF;
+  RETURN OLD;
+END $$""",
+        f"DROP TRIGGER IF EXISTS llmtrace_audit_append_only ON {S.audit.name}",
+        f"CREATE TRIGGER llmtrace_audit_append_only BEFORE UPDATE OR DELETE ON {S.audit.name} "
+        "FOR EACH ROW EXECUTE FUNCTION llmtrace_forbid()",
+        f"DROP TRIGGER IF EXISTS llmtrace_content_purge_only ON {S.contents.name}",
+        f"CREATE TRIGGER llmtrace_content_purge_only BEFORE DELETE ON {S.contents.name} "
+        "FOR EACH ROW EXECUTE FUNCTION llmtrace_purge_only()",
+    ]
+    for t in metadata_tables:
+        if t in (S.audit.name, S.meta.name, S.migrations.name):
+            continue
+        stmts.append(f"DROP TRIGGER IF EXISTS llmtrace_no_delete ON {t}")
+        stmts.append(f"CREATE TRIGGER llmtrace_no_delete BEFORE DELETE ON {t} FOR EACH ROW "
+                     "EXECUTE FUNCTION llmtrace_forbid()")
+    return stmts
+
+
+def harden(store: Database, reader_role: str = "llmtrace_reader", dry_run: bool = False) -> list[str]:
+    if store.dialect != "postgresql":
+        raise ConfigError(f"db harden is for PostgreSQL; this store is {store.dialect}. On other databases use "
+                          "their own grants, and llmtrace audit verify to detect changes.")
+    store.ensure_schema()
+    with store.engine.begin() as conn:
+        schema = str(conn.execute(sa.text("SELECT current_schema()")).scalar())
+        stmts = [s.replace("{schema}", schema) for s in harden_sql(reader_role)]
+        if not dry_run:
+            for stmt in stmts:
+                conn.execute(sa.text(stmt))
+    return stmts
