@@ -22,6 +22,7 @@ from llmtrace.base.fields import FEEDBACK_ACTIONS
 from llmtrace.base.ids import ordered_id
 from llmtrace.base.privacy import USER_HASH_KEY, Processor
 from llmtrace.capture import events as E
+from llmtrace.capture.content import Content
 from llmtrace.capture.live_alerts import LiveAlerts
 from llmtrace.capture.recorder import Recorder
 from llmtrace.capture.redact import as_processor
@@ -121,11 +122,14 @@ class Tracer:
 
     def _new_writer(self, processors: list[Processor]) -> Writer:
         s = self.settings
-        recorder = Recorder(wall_offset_ns=self._wall_offset, capture=s.capture, ttl_days=s.content_ttl_days,
-                            max_field_chars=s.max_field_chars, hash_key=self._user_hash_key,
-                            environment=s.environment, release=s.release, processors=processors,
-                            on_problem=lambda where, exc: self._writer.problem(where, exc),
-                            redaction_hash=s.redaction_hash)
+        def problem(where: str, exc: Exception) -> None:
+            self._writer.problem(where, exc)
+
+        content = Content(capture=s.capture, ttl_days=s.content_ttl_days, max_field_chars=s.max_field_chars,
+                          processors=processors, hash_key=self._user_hash_key, redaction_hash=s.redaction_hash,
+                          on_problem=problem)
+        recorder = Recorder(wall_offset_ns=self._wall_offset, content=content, hash_key=self._user_hash_key,
+                            environment=s.environment, release=s.release, on_problem=problem)
         recorder.audit = s.audit
         recorder.prices = self._prices
         if s.alerts or self._on_alert is not None:

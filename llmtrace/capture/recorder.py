@@ -9,7 +9,6 @@ tool-call id, and an LLM call learns its retrieval and tool time. Spans become r
 from __future__ import annotations
 
 import hashlib
-import random
 import time
 import uuid
 from collections import OrderedDict
@@ -20,14 +19,12 @@ from uuid import UUID
 from llmtrace.base.classify import describe, is_parse_failure
 from llmtrace.base.cost import PriceBook
 from llmtrace.base.ids import ordered_id
-from llmtrace.base.privacy import Processor, hash_user_id, run_processors
-from llmtrace.base.serialize import digest, digest_utf8, dumps, dumps_utf8, join_object, to_jsonable
+from llmtrace.base.privacy import hash_user_id
+from llmtrace.base.serialize import dumps, to_jsonable
 from llmtrace.capture import events as E
 from llmtrace.capture import logs as L
+from llmtrace.capture.content import Content
 from llmtrace.capture.live_alerts import LiveAlerts
-from llmtrace.capture.redact import Redactor
-from llmtrace.store.audit import CONTENT
-from llmtrace.store.content import forget, share
 from llmtrace.store.inserts import Rows
 
 _RECENT_SPANS = 50_000
@@ -78,25 +75,21 @@ class _Trace:
 
 
 class Recorder:
-    def __init__(self, *, wall_offset_ns: int, capture: str, ttl_days: float | None,
-                 max_field_chars: int, hash_key: Callable[[], str], environment: str | None,
-                 release: str | None, processors: list[Processor], on_problem: Callable[[str, Exception], None],
-                 redaction_hash: bool = False):
+    """Neutral events in, rows out: the span state machine of the writer thread, and the links
+    between what belongs together. What content becomes is ``content``'s business."""
+
+    def __init__(self, *, wall_offset_ns: int, content: Content, hash_key: Callable[[], str],
+                 environment: str | None, release: str | None, on_problem: Callable[[str, Exception], None]):
         self._wall = wall_offset_ns  # wall-clock ns = a perf_counter_ns reading + this
-        self._capture = capture
-        self._ttl_ns = int(ttl_days * 86_400e9) if ttl_days else None
-        self._cap = max_field_chars
+        self.content = content
+        self._capture = content.capture
         self._hash_key = hash_key
         self._defaults = {"environment": environment, "release": release}
-        self.processors = processors
         self._problem = on_problem
-        self._redaction_hash = redaction_hash
         self.audit = False
         self.prices: PriceBook | None = None  # the cost in log lines
         self.alerts: LiveAlerts | None = None  # when the tracer evaluates alert rules as calls are written
         self._debug = L.debug_enabled()
-        self._redactors: dict[str, Redactor] = {}
-        self._params_seen: dict[tuple, str] = {}
         self._open: dict[Any, _Span] = {}  # keyed by the id objects the framework passes
         # Ended span -> (trace id, span id, capture): strings only, which the garbage collector stops
         # tracking, so 50,000 of them never count toward the application's full collections (a
@@ -304,8 +297,8 @@ class Recorder:
         })
         if self._debug and kind == "llm":  # before _content: it may make repeated text references
             shown = content and trace.capture != "metadata"  # (metadata: no content, not even here)
-            L.debug_print(rows.llm_calls[-1], self._processed(trace.capture, content) if shown else {})
-        self._content(span_id, trace, content, rows)
+            L.debug_print(rows.llm_calls[-1], self.content.processed(trace.capture, content) if shown else {})
+        self.content.queue(span_id, trace.trace_id, trace.capture, trace.strings, content, rows)
         if span.is_root:
             self._root_end(span, t, latency, status, rows)
 
@@ -330,7 +323,7 @@ class Recorder:
             "span_id": span.span_id, "trace_id": trace.trace_id, "started_at": self._wall + span.t0,
             "model": _short(model, 128), "model_version": _short(out.get("model_version"), 128),
             "provider": _short(start.get("provider") or out.get("provider"), 64),
-            "params": self._params(trace, start.get("params")),
+            "params": self.content.params(trace.capture, start.get("params")),
             "input_tokens": tokens.get("input"), "output_tokens": tokens.get("output"),
             "total_tokens": tokens.get("total"), "input_cached_tokens": tokens.get("input_cached"),
             "reasoning_tokens": tokens.get("reasoning"), "latency_ms": latency,
@@ -432,8 +425,9 @@ class Recorder:
             "environment": _short(a.get("environment") or self._defaults["environment"], 64),
             "release": _short(a.get("release") or self._defaults["release"], 64),
             "prompt_version": _short(a.get("prompt_version"), 128),
-            "tags": dumps(self._scrub(trace, list(tags) if isinstance(tags, (list, tuple, set)) else [tags])) if tags else None,
-            "meta": dumps(self._scrub(trace, to_jsonable(a["metadata"]))) if a.get("metadata") else None,
+            "tags": dumps(self.content.scrub(trace.capture, list(tags) if isinstance(tags, (list, tuple, set)) else [tags]))
+            if tags else None,
+            "meta": dumps(self.content.scrub(trace.capture, to_jsonable(a["metadata"]))) if a.get("metadata") else None,
             "capture": trace.capture, "content_purged_at": None,
             "_fresh": trace.fresh,
         })
@@ -456,7 +450,7 @@ class Recorder:
                               "source": _short(f.get("source"), 64), "at": self._wall + t})
         body = {k: f[k] for k in ("correction", "comment") if f.get(k) is not None}
         if body:
-            self._content("fb:" + fid, self._traces.get(trace_id) or trace_id, body, rows)
+            self._content_of("fb:" + fid, self._traces.get(trace_id) or trace_id, body, rows)
 
     def _validation(self, trace_id, span_id, rule, passed, detail, source, t, rows: Rows, trace=None) -> None:
         vid = uuid.uuid4().hex
@@ -466,7 +460,17 @@ class Recorder:
         rows.validations.append({"id": vid, "trace_id": trace_id, "span_id": span_id, "rule": _short(rule, 256),
                                  "passed": bool(passed), "source": source, "at": self._wall + t})
         if detail is not None:
-            self._content("val:" + vid, trace or self._traces.get(trace_id) or trace_id, {"detail": detail}, rows)
+            self._content_of("val:" + vid, trace or self._traces.get(trace_id) or trace_id, {"detail": detail}, rows)
+
+    def _content_of(self, owner_id: str, trace: _Trace | str, fields: dict[str, Any], rows: Rows) -> None:
+        """Content of a live trace (or one whose id is all that is known: feedback arriving later)."""
+        if isinstance(trace, _Trace):
+            self.content.queue(owner_id, trace.trace_id, trace.capture, trace.strings, fields, rows)
+        else:
+            self.content.queue(owner_id, trace, self._capture, None, fields, rows)
+
+    def finish(self, rows: Rows) -> None:
+        self.content.finish(rows, self.audit)
 
     def _user_hash(self, trace: _Trace) -> str | None:
         user = trace.attrs.get("user_id")
@@ -481,97 +485,6 @@ class Recorder:
                                     cached_tokens=row["input_cached_tokens"])
         except Exception:
             return None
-
-    def _capped(self, value: Any) -> Any:
-        text = dumps(value)
-        return _capped_marker(text, self._cap) if len(text) > self._cap else value
-
-    # -- content -----------------------------------------------------------------------------
-
-    def _content(self, owner_id: str, trace: _Trace | str, fields: dict[str, Any], rows: Rows) -> None:
-        """Queue ``fields`` for storage: redacted, processed, long strings stored once per trace."""
-        strings: dict[str, Any] | None  # (a live trace's long strings stored so far, for sharing)
-        if isinstance(trace, _Trace):
-            trace_id, capture, strings = trace.trace_id, trace.capture, trace.strings
-        else:
-            trace_id, capture, strings = trace, self._capture, None
-        if capture == "metadata" or not fields:
-            return
-        if strings is not None and not (self.processors and capture == "redacted"):
-            try:  # redacted, with what the trace stored already as references, in one walk
-                fields = self._redactor(capture).shared(fields, owner_id, strings)
-            except Exception as exc:  # fail closed
-                self._problem("processor", exc)
-                forget(owner_id, strings)
-                fields = {k: "[PROCESSOR_FAILED]" for k in fields}
-        else:
-            fields = self._processed(capture, fields)
-            if strings is not None:  # after the user's processors, which never see references
-                fields = share(fields, owner_id, strings)
-        # Kept as JSON until the batch is written: nested dicts and lists waiting in a batch are
-        # containers the garbage collector walks (and promotes) on the application's thread. UTF-8,
-        # as orjson makes it: the batch's owners are joined into one document without decoding each.
-        data = dumps_utf8(fields)
-        if len(data) > self._cap and len(data.decode()) > self._cap:
-            if strings is not None:
-                forget(owner_id, strings)
-            data = dumps_utf8({k: self._capped(v) for k, v in fields.items()})
-        rows.pending_content.setdefault(trace_id, {})[owner_id] = data
-
-    def _processed(self, capture: str, fields: dict[str, Any]) -> dict[str, Any]:
-        chain: list[Processor] = [self._redactor(capture)]
-        if capture == "redacted":
-            chain += self.processors
-        return run_processors(fields, chain, lambda exc: self._problem("processor", exc))
-
-    def _redactor(self, capture: str) -> Redactor:
-        """Secrets go in every mode; PII in ``redacted`` (the default)."""
-        found = self._redactors.get(capture)
-        if found is None:
-            key = self._hash_key() if self._redaction_hash else None
-            found = self._redactors[capture] = Redactor(pii=capture != "full", hash_key=key)
-        return found
-
-    def _params(self, trace: _Trace, params: dict | None) -> str | None:
-        """Invocation params as stored: scrubbed JSON, remembered per value (they repeat call after call)."""
-        if params is None:
-            return None
-        try:
-            key = (trace.capture, *[(k, v, type(v)) for k, v in params.items()])  # (1, 1.0 and True are equal)
-            found = self._params_seen.get(key)
-        except TypeError:  # an unhashable value (a list of stop words, a response format): no memo
-            return dumps(self._scrub(trace, to_jsonable(params)))
-        if found is None:
-            if len(self._params_seen) >= 256:
-                self._params_seen.clear()
-            found = self._params_seen[key] = dumps(self._scrub(trace, to_jsonable(params)))
-        return found
-
-    def _scrub(self, trace: _Trace, value: Any) -> Any:
-        """Metadata values that may carry content (params, trace metadata, tags) get the same treatment."""
-        try:
-            return self._redactor(trace.capture if trace.capture != "metadata" else "redacted").value(value)
-        except Exception as exc:  # fail closed
-            self._problem("redact", exc)
-            return "[PROCESSOR_FAILED]"
-
-    def finish(self, rows: Rows) -> None:
-        """One content row per trace per batch: {owner id: {field: value}} in one JSON document."""
-        now = time.time_ns()
-        expires = now + self._ttl_ns if self._ttl_ns else None
-        for trace_id, owners in rows.pending_content.items():
-            body = join_object(owners)
-            if self.audit:
-                rows.content_digests.extend([CONTENT, o, digest_utf8(data)] for o, data in owners.items())
-            # Time-ordered ids append to the primary-key B-tree instead of splitting it at random.
-            # Nothing here may release the GIL (os.urandom, hashlib on > 2 KB): each release makes
-            # the writer wait for the app's thread and then preempt it, a hand-off the app pays for.
-            # The digest column is left for the audit chain, which hashes what it needs in one pass.
-            rows.contents.append({"id": f"{now:016x}{random.getrandbits(48):012x}", "trace_id": trace_id,
-                                  "body": body, "digest": None, "size": len(body), "created_at": now,
-                                  "expires_at": expires})
-        rows.pending_content = {}
-
 
 def _kept(key: Any) -> bool:
     """Whether a framework's span id is stored as it is: UUIDs (LangChain's run ids, which users
@@ -594,10 +507,6 @@ def _sid(key: Any) -> str:
 
 def _iso(ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000 // 1000:06d}Z"
-
-
-def _capped_marker(text: str, cap: int) -> dict:
-    return {"__capped__": True, "length": len(text), "sha256": digest(text), "head": text[: min(cap, 10_000)]}
 
 
 def _short(value: Any, n: int) -> str | None:
