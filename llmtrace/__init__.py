@@ -20,8 +20,9 @@ from llmtrace.base.errors import ConfigError, InvalidFeedback, LLMTraceError, St
 from llmtrace.capture.events import current_trace_id
 
 if TYPE_CHECKING:
-    from llmtrace._tracer import FEEDBACK_ACTIONS, Tracer, TraceScope, default_tracer
+    from llmtrace._tracer import Tracer, TraceScope, default_tracer
     from llmtrace.base.alerting import Alert, AlertRules
+    from llmtrace.base.fields import FEEDBACK_ACTIONS
     from llmtrace.capture.logs import add_json_sink
     from llmtrace.capture.redact import PresidioRedactor, Redactor, regex_processor
     from llmtrace.read.document import Trace
@@ -33,7 +34,7 @@ __version__ = "0.1.0"
 _logger.disable("llmtrace")
 
 _LAZY = {
-    "FEEDBACK_ACTIONS": "llmtrace._tracer", "Tracer": "llmtrace._tracer", "TraceScope": "llmtrace._tracer",
+    "FEEDBACK_ACTIONS": "llmtrace.base.fields", "Tracer": "llmtrace._tracer", "TraceScope": "llmtrace._tracer",
     "default_tracer": "llmtrace._tracer", "Alert": "llmtrace.base.alerting", "AlertRules": "llmtrace.base.alerting",
     "add_json_sink": "llmtrace.capture.logs", "PresidioRedactor": "llmtrace.capture.redact",
     "Redactor": "llmtrace.capture.redact", "regex_processor": "llmtrace.capture.redact",

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import atexit
 import contextvars
-import math
 import os
 import threading
 import time
 import weakref
-from numbers import Real
 from typing import Any, Literal
 
 from loguru import logger
@@ -17,12 +15,12 @@ from loguru import logger
 from llmtrace.base.alerting import Alert, AlertEngine, AlertRules, AlertSink
 from llmtrace.base.config import CAPTURE_MODES, SETTING_NAMES, UNSET, Capture, Settings, _Unset, make_settings
 from llmtrace.base.cost import PriceBook, default_pricebook, prices_from_env
-from llmtrace.base.errors import ConfigError, InvalidFeedback
-from llmtrace.base.fields import FEEDBACK_ACTIONS
+from llmtrace.base.errors import ConfigError
 from llmtrace.base.ids import ordered_id
 from llmtrace.base.privacy import USER_HASH_KEY, Processor
 from llmtrace.capture import events as E
 from llmtrace.capture.content import Content
+from llmtrace.capture.labels import feedback_fields, validation_fields
 from llmtrace.capture.live_alerts import LiveAlerts
 from llmtrace.capture.recorder import Recorder
 from llmtrace.capture.redact import as_processor
@@ -182,33 +180,14 @@ class Tracer:
         The trace need not be written yet: feedback that arrives first shows once the trace does.
         """
         trace_id = _check_id(trace_id)
-        if not isinstance(action, str) or not action.strip():
-            raise InvalidFeedback(f"action must be one of {FEEDBACK_ACTIONS} or a custom name, not {action!r}")
-        action = action.strip()
-        if len(action) > 64:
-            raise InvalidFeedback(f"action names are at most 64 characters; got {len(action)}")
-        if score is not None:
-            if isinstance(score, bool) or not isinstance(score, Real) or not math.isfinite(float(score)):
-                raise InvalidFeedback(f"score must be a finite number (e.g. 4 or 0.8), not {score!r}")
-            score = float(score)
-        if action == "rated" and score is None:
-            raise InvalidFeedback("action 'rated' needs a score, e.g. record_feedback(tid, 'rated', score=4)")
-        if action == "edited" and correction is None:
-            raise InvalidFeedback("action 'edited' needs the text the user kept: correction='...'")
-        fields = {"action": action, "score": score, "correction": correction, "comment": comment,
-                  "source": source}
+        fields = feedback_fields(action, score, correction, comment, source)
         self._submit((E.FEEDBACK, time.perf_counter_ns(), trace_id, fields))
 
     def record_validation(self, trace_id: str, *, rule: str, passed: bool, detail: Any = None,
                           span_id: str | None = None) -> None:
         """Record the outcome of a validation rule your code ran over a trace's answer."""
         trace_id = _check_id(trace_id)
-        if not isinstance(rule, str) or not rule.strip():
-            raise ConfigError(f"rule must be a non-empty name such as 'dose_range', not {rule!r}")
-        if not isinstance(passed, bool):
-            raise ConfigError(f"passed must be True or False, not {passed!r}")
-        fields = {"rule": rule.strip(), "passed": passed, "detail": detail,
-                  "span_id": str(span_id) if span_id is not None else None}
+        fields = validation_fields(rule, passed, detail, span_id)
         self._submit((E.VALIDATION, time.perf_counter_ns(), trace_id, fields))
 
     # -- reading (what is queued is written first; then the read facade answers) ----------------

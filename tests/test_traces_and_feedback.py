@@ -298,3 +298,18 @@ def test_writer_restarts_after_fork(sqlite_tracer):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert sqlite_tracer.get_trace(tid).to_dict()["llm_calls"][0]["raw_completion"] == "from child"
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"action": "rated", "score": 10**400}, "score must be a finite number"),
+    ({"action": "rated", "score": float("nan")}, "score must be a finite number"),
+    ({"action": "rated", "score": "4"}, "score must be a finite number"),
+    ({"action": "edited", "correction": 42}, "correction must be text"),
+    ({"action": "accepted", "source": ""}, "source must be a short name"),
+    ({"action": None}, "action must be one of"),
+])
+def test_bad_feedback_is_an_llmtrace_error_that_says_what_to_pass(sqlite_tracer, kwargs, says):
+    with pytest.raises(llmtrace.InvalidFeedback, match=says):
+        sqlite_tracer.record_feedback("t-1", **kwargs)
+    with pytest.raises(llmtrace.ConfigError, match="span_id must be"):
+        sqlite_tracer.record_validation("t-1", rule="r", passed=True, span_id=object())
