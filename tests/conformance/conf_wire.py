@@ -45,7 +45,7 @@ class Usage:
     input: int = 1200
     output: int = 40
     cached: int = 0
-    cache_write: int = 0  # Anthropic only (OpenAI has no cache-write count)
+    cache_write: int = 0  # Anthropic's cache_creation_input_tokens; OpenAI's cache_write_tokens when > 0
     reasoning: int | None = None  # OpenAI only
 
     @property
@@ -88,6 +88,7 @@ class Reply:
     first_token_delay: float = 0.0
     pieces: int = 3
     cut_after: int | None = None  # streams only: drop the connection after this many text deltas
+    refusal: str | None = None  # OpenAI only: message.refusal (structured outputs' refusal)
 
 
 @dataclass
@@ -193,6 +194,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         self.close_connection = True
+        try:
+            self._answer()
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test): fine
+            pass
+
+    def _answer(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
@@ -323,6 +330,8 @@ class _Handler(BaseHTTPRequestHandler):
             if n == reply.cut_after:
                 return self._cut()
             self._sse(chunk({"content": piece}))
+        if reply.refusal:
+            self._sse(chunk({"refusal": reply.refusal}))
         for i, call in enumerate(reply.calls):
             cid = call.id or f"call_conf{i}"
             self._sse(chunk({"tool_calls": [{"index": i, "id": cid, "type": "function",
@@ -381,14 +390,17 @@ class _Handler(BaseHTTPRequestHandler):
 def _openai_usage(usage: Usage | None) -> dict | None:
     if usage is None:
         return None
+    prompt_details = {"cached_tokens": usage.cached, "audio_tokens": 0}
+    if usage.cache_write:  # (newer API versions report prompt-cache writes too)
+        prompt_details["cache_write_tokens"] = usage.cache_write
     return {"prompt_tokens": usage.input, "completion_tokens": usage.output, "total_tokens": usage.total,
-            "prompt_tokens_details": {"cached_tokens": usage.cached, "audio_tokens": 0},
+            "prompt_tokens_details": prompt_details,
             "completion_tokens_details": {"reasoning_tokens": usage.reasoning or 0, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
 
 
 def _openai_completion(reply: Reply, model: str, usage: Usage | None) -> dict:
-    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": reply.refusal, "annotations": []}
     if reply.calls:
         message["tool_calls"] = [{"id": c.id or f"call_conf{i}", "type": "function",
                                   "function": {"name": c.name, "arguments": json.dumps(c.args)}}

@@ -264,3 +264,12 @@ def test_rate_limit_then_success_counts_the_sdk_retry(wire, ctracer, chandler):
     call = only_call(record(ctracer, chandler.last_trace_id))
     assert call["status"] == "ok"
     assert call["retry_count"] == 1
+
+
+def test_timeout_is_classified(wire, ctracer, chandler):
+    wire.queue(Reply(text=ANSWER, first_token_delay=DELAY))
+    with pytest.raises(Exception):  # noqa: B017
+        claude(wire, max_retries=0, default_request_timeout=0.05).invoke(MESSAGES, config={"callbacks": [chandler]})
+    doc = record(ctracer, chandler.last_trace_id)
+    call = only_call(doc)
+    assert (call["status"], call["error"]["type"], doc["status"]) == ("error", "timeout", "error")

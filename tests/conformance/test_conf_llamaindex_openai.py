@@ -277,3 +277,12 @@ def test_rate_limit_then_success_counts_the_sdk_retry(wire, ctracer, instrumento
     call = only_call(record(ctracer, instrumentor.last_trace_id))
     assert call["status"] == "ok"
     assert call["retry_count"] == 1
+
+
+def test_timeout_is_classified(wire, ctracer, instrumentor):
+    wire.queue(Reply(text=ANSWER, first_token_delay=DELAY))
+    with pytest.raises(Exception):  # noqa: B017
+        li_openai(wire, timeout=0.05).chat(messages())
+    doc = record(ctracer, instrumentor.last_trace_id)
+    call = only_call(doc)
+    assert (call["status"], call["error"]["type"], doc["status"]) == ("error", "timeout", "error")
