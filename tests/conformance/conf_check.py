@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conf_wire import Usage
+from .conf_wire import Usage
 
 DELAY = 0.15  # seconds between the token-less opening chunk and the first content delta
 SLACK_MS = 250.0  # scheduling room above DELAY on a shared 2-core machine

@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import pytest
-from conf_wire import WireServer
 
 import llmtrace
+
+from .conf_wire import WireServer
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conf_check import DELAY, assert_tokens, assert_ttft, only_call, record
-from conf_wire import ANTHROPIC_KEY, ANTHROPIC_USAGE, Call, Fail, Reply, Usage
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
+
+from .conf_check import DELAY, assert_tokens, assert_ttft, only_call, record
+from .conf_wire import ANTHROPIC_KEY, ANTHROPIC_USAGE, Call, Fail, Reply, Usage
 
 SYSTEM = "You are the travel desk of Acme. Answer in one sentence."
 QUESTION = "What is the capital of France?"

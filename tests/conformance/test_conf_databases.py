@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conf_check import assert_tokens, comparable, openai_wire_messages, record
-from conf_wire import ANTHROPIC_KEY, ANTHROPIC_USAGE, API_KEY, OPENAI_USAGE, Call, Fail, Reply
 from langchain_core.tools import tool
+
+from .conf_check import assert_tokens, comparable, openai_wire_messages, record
+from .conf_wire import ANTHROPIC_KEY, ANTHROPIC_USAGE, API_KEY, OPENAI_USAGE, Call, Fail, Reply
 
 SYSTEM = "You are the travel desk of Acme."
 

@@ -10,11 +10,12 @@ import asyncio
 import json
 
 import pytest
-from conf_check import DELAY, assert_tokens, assert_ttft, comparable, only_call, openai_wire_messages, record
-from conf_wire import API_KEY, OPENAI_USAGE, Call, Fail, Reply
 from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai import OpenAI
 from pydantic import BaseModel
+
+from .conf_check import DELAY, assert_tokens, assert_ttft, comparable, only_call, openai_wire_messages, record
+from .conf_wire import API_KEY, OPENAI_USAGE, Call, Fail, Reply
 
 SYSTEM = "You are the travel desk of Acme. Answer in one sentence."
 QUESTION = "What is the capital of France?"

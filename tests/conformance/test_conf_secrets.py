@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from conf_check import secret_hits, walk
-from conf_wire import ANTHROPIC_KEY, API_KEY, Call, Fail, Reply
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 import llmtrace
+
+from .conf_check import secret_hits, walk
+from .conf_wire import ANTHROPIC_KEY, API_KEY, Call, Fail, Reply
 
 PROXY_KEY = "acme-gateway-7f3a9c2e1b5d4f60aa17"  # a key of no known shape
 
