@@ -1,19 +1,30 @@
 """A loopback provider for the conformance suite: OpenAI Chat Completions and Anthropic Messages.
 
-Tests script what the provider answers and read back what went on the wire::
+Tests script what the provider answers and read back what went on the wire (fixture ``wire`` in
+this directory's conftest.py; from another directory: ``from conformance.conf_wire import ...``)::
 
     wire.queue(Reply(text="Paris", usage=Usage(input=1200, output=3, cached=1024)))
     wire.queue(Fail(429, retry_after=0.05), Reply(text="ok"))      # several at once, answered in order
     model = ChatOpenAI(model="gpt-4o", base_url=wire.openai_url, api_key=API_KEY)
+    ChatAnthropic(model="claude-sonnet-4-5", base_url=wire.anthropic_url, api_key=ANTHROPIC_KEY)
+    llama_index.llms.openai.OpenAI(model="gpt-4o", api_base=wire.openai_url, api_key=API_KEY)
     ...
-    wire.requests[-1].body        # the JSON the client sent (messages, temperature, tools, ...)
-    wire.requests[-1].headers     # lower-cased header names
+    wire.requests[-1].body         # the JSON the client sent (messages, temperature, tools, ...)
+    wire.requests[-1].headers      # lower-cased header names
+    wire.requests[-1].retry_count  # the SDK's x-stainless-retry-count (0 on a first attempt)
+    wire.requests[-1].reply        # the Reply/Fail it was answered with (concurrent requests)
+    wire.pending                   # replies not yet taken
 
 A ``Reply`` is provider-neutral: the server renders it in the format of the path it was asked on
 (``/v1/chat/completions`` or ``/v1/messages``), as JSON or as SSE when the request says
-``"stream": true``. So one scripted reply serves ``invoke`` and ``stream`` alike, and the test
-knows exactly what the provider said. One queue serves both paths, first in first out; a request
-that finds the queue empty gets a 400 naming the path (never a retried status).
+``"stream": true`` (OpenAI's usage chunk only when ``stream_options.include_usage``). So one
+scripted reply serves ``invoke`` and ``stream`` alike, and the test knows exactly what the
+provider said. ``Reply(calls=[Call(name, args, id)])`` asks for tools, ``first_token_delay`` holds
+the first content delta back after the token-less opening chunk, ``cut_after`` drops a stream
+mid-way, ``refusal`` is OpenAI's refusal; ``Fail(status)`` answers 429/400/401/500/503/529 in the
+provider's error format (``retry_after`` sets Retry-After). One queue serves both paths, first in
+first out; a request that finds the queue empty gets a 400 naming the path (never a retried
+status). Every answer closes its connection.
 """
 
 from __future__ import annotations
