@@ -15,9 +15,10 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
-from scn_support import EchoChatModel, all_trace_ids
 
 import llmtrace
+
+from .scn_support import EchoChatModel, all_trace_ids
 
 N = 8
 PROMPT = ChatPromptTemplate.from_messages([("system", "Echo the customer."), ("human", "{q}")])

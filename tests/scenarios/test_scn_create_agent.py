@@ -12,7 +12,8 @@ from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import StructuredTool, ToolException, tool
 from pydantic import BaseModel
-from scn_support import path
+
+from .scn_support import path
 
 
 @tool

@@ -15,7 +15,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command, RetryPolicy, Send, interrupt
-from scn_support import errors, path, spans_named
+
+from .scn_support import errors, path, spans_named
 
 
 class RateLimited(Exception):

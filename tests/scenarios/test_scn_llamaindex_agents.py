@@ -14,7 +14,8 @@ from llama_index.core.llms import ChatMessage, MockLLM
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.tools import FunctionTool
 from llama_index.core.workflow import Context, Event, StartEvent, StopEvent, Workflow, step
-from scn_support import all_trace_ids, completion, path, scripted_openai
+
+from .scn_support import all_trace_ids, completion, path, scripted_openai
 
 
 def lookup_order(order_id: str) -> str:

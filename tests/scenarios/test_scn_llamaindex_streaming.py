@@ -12,7 +12,8 @@ from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import ChatMessage, CompletionResponse, MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
-from scn_support import all_trace_ids, completion, scripted_openai
+
+from .scn_support import all_trace_ids, completion, scripted_openai
 
 DOCS = [Document(text=f"Policy {i}: refunds within {10 + 10 * i} days.", id_=f"policy-{i}") for i in range(3)]
 

@@ -18,7 +18,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnableParallel
 from langchain_core.tools import StructuredTool, tool
 from pydantic import BaseModel, Field
-from scn_support import path
+
+from .scn_support import path
 
 
 class RateLimited(Exception):
