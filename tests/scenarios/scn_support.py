@@ -101,4 +101,5 @@ def scripted_openai(bodies: list[dict], sent: list[dict] | None = None, **kwargs
         return httpx.Response(200, json=next(answers))
 
     return OpenAI(model="gpt-4o-mini", api_key="sk-scenario-test", max_retries=0,
-                  http_client=httpx.Client(transport=httpx.MockTransport(handle)), **kwargs)
+                  http_client=httpx.Client(transport=httpx.MockTransport(handle)),
+                  async_http_client=httpx.AsyncClient(transport=httpx.MockTransport(handle)), **kwargs)
