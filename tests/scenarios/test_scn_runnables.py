@@ -69,8 +69,8 @@ def test_parallel_branch_parsers_parse_their_own_call(scn_tracer, scn_handler):
     """Branch a's parser ends after branch b's model answered: it must still parse branch a's call."""
     a = ScriptedChatModel(script=[answer("alpha")], model="model-a")
     b = ScriptedChatModel(script=[answer("beta")], model="model-b")
-    chain = RunnableParallel(a=a | _pause(0.1, "slow_a") | StrOutputParser(),
-                             b=_pause(0.03, "wait_b") | b | _pause(0.15, "slow_b") | StrOutputParser())
+    chain = RunnableParallel(a=a | _pause(0.12, "slow_a") | StrOutputParser(),
+                             b=_pause(0.01, "wait_b") | b | _pause(0.2, "slow_b") | StrOutputParser())
     assert chain.invoke("q", config={"callbacks": [scn_handler]}) == {"a": "alpha", "b": "beta"}
     calls = {c["model"]: c for c in scn_tracer.get_trace(scn_handler.last_trace_id).to_dict()["llm_calls"]}
     assert calls["model-a"]["parsed"] == "alpha"
