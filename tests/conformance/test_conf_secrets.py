@@ -32,6 +32,7 @@ def get_weather(city: str) -> str:
 def test_api_keys_never_reach_the_database(wire, tmp_path, capture):
     from llama_index.core.llms import ChatMessage
     from llama_index.llms.openai import OpenAI
+
     from llmtrace_langchain import LLMTraceCallbackHandler
     from llmtrace_llamaindex import LLMTraceInstrumentor
 

@@ -118,7 +118,6 @@ def test_concurrent_graphs_with_parallel_branches(scn_tracer, scn_handler):
         assert sorted(c["input_messages"][-1]["content"] for c in doc["llm_calls"]) == [f"a graph {i}", f"b graph {i}"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 14: no llmtrace.current_trace_id() to learn the request's own trace id")
 @pytest.mark.parametrize("mode", ["threads", "asyncio"])
 def test_current_trace_id_inside_the_request_names_its_own_trace(scn_tracer, scn_handler, mode):
     """Inside the request (a step of the chain), the app asks for the trace id to attach feedback to."""

@@ -68,7 +68,6 @@ def test_source_id_keys_override_the_generated_document_id(scn_tracer, sqlite_ur
     assert [t["trace_id"] for t in cli_ls(sqlite_url, "--chunk", "policy#1")] == [doc["trace_id"]]
 
 
-@pytest.mark.xfail(strict=True, reason="new: `llmtrace --help` crashes (ValueError: the alerts help text has an unescaped '%')")
 def test_cli_help_lists_the_commands():
     done = subprocess.run([sys.executable, "-m", "llmtrace", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-300:]

@@ -253,7 +253,6 @@ def test_replay_a_plain_call_on_a_fake_model(scn_tracer, scn_handler):
     assert (result.recorded, result.new, result.same) == ("recorded answer", "a new answer", False)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 17: replay always calls bind_tools, which a model without tool binding lacks")
 def test_replay_a_tool_call_on_a_model_without_tool_binding(scn_tracer, scn_handler):
     agent_then_parser(REFUND_JSON).invoke("refund A-1?", config={"callbacks": [scn_handler]})
     trace = scn_tracer.get_trace(scn_handler.last_trace_id)
