@@ -72,3 +72,23 @@ def test_no_tokens_no_cost():
 def test_bad_user_prices_are_clear(bad):
     with pytest.raises(llmtrace.ConfigError):
         PriceBook(bad)
+
+
+def test_cache_writes_are_priced_apart_from_reads_and_plain_input():
+    import llmtrace.base.cost as cost
+
+    book = cost.PriceBook({"m": {"input_mtok": 3.0, "output_mtok": 15.0, "cache_read_mtok": 0.3, "cache_write_mtok": 3.75},
+                           "plain": {"input_mtok": 3.0, "output_mtok": 15.0}})
+    # 1000 input tokens billed: 600 plain, 100 read from the cache, 300 written to it
+    got = book.cost(model="m", version=None, provider=None, input_tokens=1000, output_tokens=10, cached_tokens=100,
+                    cache_write_tokens=300)
+    assert got == round((600 * 3.0 + 100 * 0.3 + 300 * 3.75 + 10 * 15.0) / 1e6, 10)
+    # without a cache-write price a write costs as input; without a read price a read does too
+    assert book.cost(model="plain", version=None, provider=None, input_tokens=1000, output_tokens=10,
+                     cached_tokens=100, cache_write_tokens=300) == round((1000 * 3.0 + 10 * 15.0) / 1e6, 10)
+    # the maintained table knows Anthropic's cache-write price (1.25x input)
+    table = cost.PriceBook()
+    with_writes = table.cost(model="claude-sonnet-4-5", version=None, provider="anthropic", input_tokens=1000,
+                             output_tokens=0, cache_write_tokens=300)
+    without = table.cost(model="claude-sonnet-4-5", version=None, provider="anthropic", input_tokens=1000, output_tokens=0)
+    assert with_writes is not None and without is not None and with_writes > without

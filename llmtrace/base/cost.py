@@ -20,10 +20,11 @@ from loguru import logger
 
 from llmtrace.base.errors import ConfigError
 
-_PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok")
+_PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
 _OVERRIDE_KEYS = (*_PRICE_KEYS, "context_window")
 
-Pricer = Callable[[int | None, int | None, int | None], float | None]
+# (input, output, cache reads, cache writes) -> USD; input counts every billed input token, reads and writes included
+Pricer = Callable[[int | None, int | None, int | None, int | None], float | None]
 
 
 class PriceBook:
@@ -31,24 +32,25 @@ class PriceBook:
 
     Override prices are USD per million tokens and win over the maintained table. An entry may
     also (or only) give ``context_window``, the model's token limit, for the context-limit alert.
+    Cache writes cost ``cache_write_mtok`` when given, else the input price.
     """
 
     def __init__(self, overrides: dict[str, dict[str, float]] | None = None) -> None:
-        self.overrides: dict[str, tuple[float, float, float | None]] = {}
+        self.overrides: dict[str, tuple[float, float, float | None, float | None]] = {}
         self.windows: dict[str, int] = {}
         for model, prices in (overrides or {}).items():
             if (not isinstance(prices, dict) or not prices or ("input_mtok" in prices) != ("output_mtok" in prices)
-                    or ("cache_read_mtok" in prices and "input_mtok" not in prices)):
+                    or (("cache_read_mtok" in prices or "cache_write_mtok" in prices) and "input_mtok" not in prices)):
                 raise ConfigError(f"prices for {model!r} need input_mtok and output_mtok (USD per million tokens), "
-                                  f"optionally cache_read_mtok and context_window; got {prices!r}")
+                                  f"optionally cache_read_mtok, cache_write_mtok and context_window; got {prices!r}")
             unknown = set(prices) - set(_OVERRIDE_KEYS)
             if unknown:
                 raise ConfigError(f"unknown price keys {sorted(unknown)} for {model!r}; use {_OVERRIDE_KEYS}")
             try:
                 if "input_mtok" in prices:
                     self.overrides[model] = (float(prices["input_mtok"]), float(prices["output_mtok"]),
-                                             None if prices.get("cache_read_mtok") is None
-                                             else float(prices["cache_read_mtok"]))
+                                             _optional(prices.get("cache_read_mtok")),
+                                             _optional(prices.get("cache_write_mtok")))
                 if prices.get("context_window") is not None:
                     self.windows[model] = int(prices["context_window"])
             except (TypeError, ValueError):
@@ -59,15 +61,16 @@ class PriceBook:
         self._lock = threading.Lock()
 
     def cost(self, *, model: str | None, version: str | None, provider: str | None, input_tokens: int | None,
-             output_tokens: int | None, cached_tokens: int | None = None, at: datetime | None = None) -> float | None:
+             output_tokens: int | None, cached_tokens: int | None = None, cache_write_tokens: int | None = None,
+             at: datetime | None = None) -> float | None:
         if input_tokens is None and output_tokens is None:
             return None
         price = self.pricer(model=model, version=version, provider=provider, at=at)
-        return None if price is None else price(input_tokens, output_tokens, cached_tokens)
+        return None if price is None else price(input_tokens, output_tokens, cached_tokens, cache_write_tokens)
 
     def pricer(self, *, model: str | None, version: str | None, provider: str | None,
                at: datetime | None = None) -> Pricer | None:
-        """The price function ``(input, output, cached) -> USD`` of one model on one day, or None
+        """The price function ``(input, output, cache reads, cache writes) -> USD`` of one model on one day, or None
         (with one warning per model) when no price is known. Aggregations look it up once per group."""
         names = [n for n in (version, model) if n]
         for name in names:
@@ -159,19 +162,28 @@ def _is_number(value: Any) -> bool:
     return True
 
 
-def _simple(price: tuple, input_tokens: int | None, output_tokens: int | None, cached: int | None) -> float:
-    per_in, per_out, per_cached = price
+def _optional(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _simple(price: tuple, input_tokens: int | None, output_tokens: int | None, cached: int | None = None,
+            cache_write: int | None = None) -> float:
+    per_in, per_out, per_cached, per_write = price
     inp = input_tokens or 0
-    cached = min(cached or 0, inp) if per_cached is not None else 0
-    total = (inp - cached) * per_in + cached * (per_cached or 0.0) + (output_tokens or 0) * per_out
+    cached = min(cached or 0, inp) if per_cached is not None else 0  # (no read price: reads cost as input)
+    written = min(cache_write or 0, inp - cached)
+    total = ((inp - cached - written) * per_in + cached * (per_cached or 0.0)
+             + written * (per_write if per_write is not None else per_in) + (output_tokens or 0) * per_out)
     return round(total / 1e6, 10)
 
 
-def _tiered(model_price: Any, input_tokens: int | None, output_tokens: int | None, cached: int | None) -> float | None:
+def _tiered(model_price: Any, input_tokens: int | None, output_tokens: int | None, cached: int | None = None,
+            cache_write: int | None = None) -> float | None:
     from genai_prices import Usage
 
     try:
-        usage = Usage(input_tokens=input_tokens or 0, output_tokens=output_tokens or 0, cache_read_tokens=cached or 0)
+        usage = Usage(input_tokens=input_tokens or 0, output_tokens=output_tokens or 0, cache_read_tokens=cached or 0,
+                      cache_write_tokens=cache_write or 0)
         return float(model_price.calc_price(usage)["total_price"])
     except Exception:
         return None

@@ -326,6 +326,7 @@ class Recorder:
             "params": self.content.params(trace.capture, start.get("params")),
             "input_tokens": tokens.get("input"), "output_tokens": tokens.get("output"),
             "total_tokens": tokens.get("total"), "input_cached_tokens": tokens.get("input_cached"),
+            "input_cache_write_tokens": tokens.get("input_cache_write"),
             "reasoning_tokens": tokens.get("reasoning"), "latency_ms": latency,
             "ttft_ms": (first - span.t0) / 1e6 if first else None,
             "retrieval_ms": sum(retrieval) if retrieval else None, "tools_ms": tools_ms, "cost_usd": None,
@@ -482,7 +483,8 @@ class Recorder:
         try:
             return self.prices.cost(model=row["model"], version=row["model_version"], provider=row["provider"],
                                     input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
-                                    cached_tokens=row["input_cached_tokens"])
+                                    cached_tokens=row["input_cached_tokens"],
+                                    cache_write_tokens=row["input_cache_write_tokens"])
         except Exception:
             return None
 

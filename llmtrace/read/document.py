@@ -119,7 +119,8 @@ def _add_costs(doc: dict[str, Any], prices: PriceBook) -> None:
             at = datetime.fromisoformat(call["started_at"].replace("Z", "")) if call["started_at"] else None
             call["cost_usd"] = prices.cost(model=call["model"], version=call["model_version"], provider=call["provider"],
                                            input_tokens=tok["input"], output_tokens=tok["output"],
-                                           cached_tokens=tok["input_cached"], at=at)
+                                           cached_tokens=tok["input_cached"],
+                                           cache_write_tokens=tok["input_cache_write"], at=at)
     doc["totals"]["cost_usd"] = _sum([c["cost_usd"] for c in doc["llm_calls"]])
 
 
@@ -222,7 +223,8 @@ def _assemble(trace_id, tr, spans, llms, tools, chunk_rows, vals, fbs, contents)
             "input_messages": body.get("input_messages"),
             "tools_offered": body.get("tools_offered"), "retrieved": retrieved,
             "tokens": {"input": row["input_tokens"], "output": row["output_tokens"], "total": row["total_tokens"],
-                       "input_cached": row["input_cached_tokens"], "reasoning": row["reasoning_tokens"]},
+                       "input_cached": row["input_cached_tokens"],
+                       "input_cache_write": row["input_cache_write_tokens"], "reasoning": row["reasoning_tokens"]},
             "latency_ms": latency, "streamed": row["streamed"], "cost_usd": row["cost_usd"],
             "finish_reason": row["finish_reason"], "raw_completion": body.get("raw_completion"),
             "generations": body.get("generations"), "tool_calls": tool_docs,

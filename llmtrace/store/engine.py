@@ -88,6 +88,17 @@ def _migration_4(conn: sa.Connection) -> None:
     _create_index(conn, S.llm_calls, "ix_llmtrace_llm_calls_started_at")
 
 
+def _migration_5(conn: sa.Connection) -> None:
+    """Cache-write tokens (Anthropic's cache_creation_input_tokens), billed apart from reads."""
+    _add_column(conn, S.llm_calls, "input_cache_write_tokens")
+
+
+def _add_column(conn: sa.Connection, table: sa.Table, name: str) -> None:
+    if name not in {c["name"] for c in sa.inspect(conn).get_columns(table.name)}:
+        col_type = table.c[name].type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {col_type}"))
+
+
 def _create_index(conn: sa.Connection, table: sa.Table, name: str) -> None:
     if name not in {i["name"] for i in sa.inspect(conn).get_indexes(table.name)}:
         # the table's own Index object: a new sa.Index(...) would attach a second one to the table
@@ -101,6 +112,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (2, "content retention", _migration_2),
     (3, "audit chain", _migration_3),
     (4, "index llm calls by time", _migration_4),
+    (5, "cache-write tokens", _migration_5),
 ]
 assert MIGRATIONS[-1][0] == S.SCHEMA_VERSION
 

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _Time = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
@@ -86,6 +86,7 @@ class LLMCallRow(_Base, table=True):
     output_tokens: int | None = _col(Integer)
     total_tokens: int | None = _col(Integer)
     input_cached_tokens: int | None = _col(Integer)
+    input_cache_write_tokens: int | None = _col(Integer)  # (v5) the part of the input written to the cache
     reasoning_tokens: int | None = _col(Integer)
     latency_ms: float | None = _col(_Float)
     ttft_ms: float | None = _col(_Float)
