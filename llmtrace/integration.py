@@ -28,7 +28,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from llmtrace.base.ids import ordered_id
-from llmtrace.base.privacy import is_secret_key
 from llmtrace.base.serialize import to_jsonable
 from llmtrace.capture.events import (
     ANNOTATE,
@@ -55,6 +54,17 @@ from llmtrace.capture.events import (
     last_root,
     name_of,
     trace_attrs_from_metadata,
+)
+from llmtrace.capture.extract import (
+    TOKEN_FIELDS,
+    count,
+    get,
+    is_secret_key,
+    json_schema_of,
+    tokens_from_usage,
+    tool_args,
+    tool_spec,
+    without_secrets,
 )
 from llmtrace.read.replay import ReplayResult
 
@@ -103,6 +113,7 @@ __all__ = [
     "ANNOTATE", "END", "ERROR", "FEEDBACK", "RETRY", "SPAN_KINDS", "START", "VALIDATION",
     "AnnotateEvent", "Channel", "Convert", "EndEvent", "ErrorEvent", "Event", "Fields", "ReplayResult",
     "RetryEvent", "SpanKey", "SpanKind", "StartEvent", "TraceContext",
-    "begin_root", "connect", "current_trace", "current_trace_id", "is_secret_key", "name_of", "now", "ordered_id",
-    "to_jsonable", "trace_attrs_from_metadata",
+    "TOKEN_FIELDS", "begin_root", "connect", "count", "current_trace", "current_trace_id", "get", "is_secret_key",
+    "json_schema_of", "name_of", "now", "ordered_id", "to_jsonable", "tokens_from_usage", "tool_args", "tool_spec",
+    "trace_attrs_from_metadata", "without_secrets",
 ]

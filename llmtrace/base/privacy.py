@@ -18,7 +18,9 @@ Processor = Callable[[dict[str, Any]], dict[str, Any]]
 _SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|passwd|authorization|credential|private[_-]?key)",
                          re.IGNORECASE)
 # Token *counts* are not secrets.
-_NOT_SECRET = re.compile(r"(max|num|n)_?tokens?$|tokens?_(count|limit)$|^logit_bias$|_tokens$", re.IGNORECASE)
+# (Anchored: "session_token" ends in "n_token" and is a secret.)
+_NOT_SECRET = re.compile(r"^(max|min|num|n)_?(\w+_)?tokens?$|tokens?_(count|limit)$|^logit_bias$|_tokens$",
+                         re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=4096)  # keys repeat endlessly ("role", "content", "type", ...)
