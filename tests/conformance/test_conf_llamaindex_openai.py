@@ -140,7 +140,6 @@ def test_stream_ttft_is_the_first_content_delta(wire, ctracer, instrumentor, mod
     assert_ttft(only_call(record(ctracer, instrumentor.last_trace_id)))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 6: a stream that fails mid-way leaves the trace ok")
 def test_stream_cut_mid_way_makes_the_trace_an_error(wire, ctracer, instrumentor):
     wire.queue(Reply(text="Paris is the capital of France, and", pieces=4, cut_after=2))
     with pytest.raises(Exception):  # noqa: B017 - httpx's incomplete read

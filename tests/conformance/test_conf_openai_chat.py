@@ -161,8 +161,6 @@ def test_stream_without_usage_records_null_tokens(wire, ctracer, chandler):
     assert call["raw_completion"] == ANSWER
 
 
-@pytest.mark.xfail(strict=True, reason="new: params of a streamed call say stream: false (LangChain's invocation "
-                                       "params, not what was sent)")
 def test_stream_params_say_what_was_sent(wire, ctracer, chandler):
     wire.queue(Reply(text=ANSWER))
     run(gpt(wire), "stream", QUESTION, {"callbacks": [chandler]})

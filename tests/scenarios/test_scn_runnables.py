@@ -64,7 +64,6 @@ def _pause(seconds: float, name: str) -> RunnableLambda:
     return RunnableLambda(wait, name=name)
 
 
-@pytest.mark.xfail(strict=True, reason="new: parsers in parallel branches take the other branch's call (parsed swapped)")
 def test_parallel_branch_parsers_parse_their_own_call(scn_tracer, scn_handler):
     """Branch a's parser ends after branch b's model answered: it must still parse branch a's call."""
     a = ScriptedChatModel(script=[answer("alpha")], model="model-a")
@@ -138,7 +137,6 @@ def test_retry_of_a_chain_whose_parser_failed(scn_tracer, scn_handler):
 
 # -- tags ----------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 12: config['tags'] are not the trace's tags")
 def test_config_tags_are_the_trace_tags(scn_tracer, scn_handler):
     simple_chain(ScriptedChatModel(script=[answer("ok")])).invoke(
         {"question": "q"}, config={"callbacks": [scn_handler], "tags": ["checkout", "beta-users"]})
@@ -230,7 +228,6 @@ def test_parser_fills_parsed_on_the_call_it_consumed(scn_tracer, scn_handler):
     assert [(v["rule"], v["passed"]) for v in answered["validations"]] == [("schema", True)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 4: a parse error is also attached to the call that only asked for a tool")
 def test_parse_error_is_on_the_call_it_parsed_only(scn_tracer, scn_handler):
     with pytest.raises(OutputParserException):
         agent_then_parser("Yes, you can get a refund.").invoke("refund A-1?", config={"callbacks": [scn_handler]})
@@ -322,7 +319,6 @@ def test_stream_failing_mid_way_keeps_what_was_delivered(scn_tracer, scn_handler
 
 
 @pytest.mark.parametrize("mode", ["stream", "astream"])
-@pytest.mark.xfail(strict=True, reason="new: a stream's network error is recorded as a parse error and a failed schema validation")
 def test_stream_failing_mid_way_is_not_a_parse_failure(scn_tracer, scn_handler, mode):
     stream_and_fail(scn_handler, mode)
     doc = scn_tracer.get_trace(scn_handler.last_trace_id).to_dict()
