@@ -103,7 +103,6 @@ def test_invoke_records_every_signal(wire, ctracer, chandler, mode):
     assert doc["status"] == "ok" and doc["totals"]["input_tokens"] == ANTHROPIC_USAGE.input
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 16: cache_creation_input_tokens have no field")
 @pytest.mark.parametrize("mode", ["invoke", "stream"])
 def test_cache_write_tokens_are_recorded(wire, ctracer, chandler, mode):
     wire.queue(Reply(text=ANSWER))
@@ -111,7 +110,6 @@ def test_cache_write_tokens_are_recorded(wire, ctracer, chandler, mode):
     assert_tokens(only_call(record(ctracer, chandler.last_trace_id)), ANTHROPIC_USAGE, cache_write=True)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 16: cost prices cache writes as plain input")
 def test_cost_prices_cache_writes_above_plain_input(wire, ctracer, chandler):
     # the same 1500 billed input tokens: 300 of them written to the cache, or not
     with_writes, without = ANTHROPIC_USAGE, Usage(input=1500, output=40, cached=1024, cache_write=0)
@@ -125,8 +123,6 @@ def test_cost_prices_cache_writes_above_plain_input(wire, ctracer, chandler):
     assert a["cost_usd"] > b["cost_usd"]  # a cache write costs 1.25x an input token
 
 
-@pytest.mark.xfail(strict=True, reason="new: a system message in content blocks (prompt caching) is stored as the "
-                                       "Python repr of the block list in system_prompt")
 def test_system_prompt_of_a_cached_system_block(wire, ctracer, chandler):
     system = SystemMessage([{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}])
     wire.queue(Reply(text=ANSWER))
@@ -151,7 +147,6 @@ def test_stream_records_text_tokens_and_version(wire, ctracer, chandler, mode):
     assert call["finish_reason"] == "end_turn"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 1: TTFT stamped at the token-less message_start")
 @pytest.mark.parametrize("mode", ["stream", "astream"])
 def test_stream_ttft_is_the_first_content_delta(wire, ctracer, chandler, mode):
     model = claude(wire)
@@ -182,8 +177,6 @@ def test_tool_use_is_recorded(wire, ctracer, chandler, mode):
     assert_tokens(call, ANTHROPIC_USAGE)
 
 
-@pytest.mark.xfail(strict=True, reason="new: a streamed tool_use answer's raw_completion has input {} and the "
-                                       "arguments as a partial_json string (LangChain's chunk merge), unlike invoke")
 def test_streamed_raw_completion_equals_the_invoked_one(wire, ctracer, chandler):
     reply = Reply(calls=[Call("get_weather", {"city": "Paris"}, "toolu_01R")])
     model = claude(wire).bind_tools([get_weather])
