@@ -178,11 +178,12 @@ class Linker:
 
     def parse_target(self, span: Span, t: int) -> CallRef | None:
         """The model call whose answer a parsing step consumed: ended by the time it ended, not
-        taken by another step, the one that ended last among the calls nearest in the span tree."""
+        taken by another step, the one that ended last among the calls nearest in the span tree
+        (inside the step itself first: an agent node that calls the model and parses its answer)."""
         candidates = [c for c in span.trace.llm_calls if c.t1 <= t and not c.consumed]
         if not candidates:
             return None
-        anc = self._parent(span)
+        anc: Span | None = span
         while anc is not None:
             mine = [c for c in candidates if anc.span_id in c.ancestors]
             if mine:

@@ -29,6 +29,7 @@ _KINDS = {"parser": "parser", "prompt": "chain", "retriever": "retriever", "tool
           "embedding": "embedding"}
 _TASK_KEY = "langgraph_checkpoint_ns"  # LangGraph's identity of a node's task: the same again on a retry
 _MAX_OPEN_RUNS = 100_000  # runs whose end never came (abandoned generators) are forgotten past this
+_RECENT_RUNS = 10_000  # ended runs remembered (in two generations) for a child that starts after its parent ended
 _now = now
 
 
@@ -91,6 +92,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         self._submit = self._channel.submit
         self._first_token: dict[UUID, int] = {}  # run -> first chunk with output (0: streaming, none yet)
         self._runs: dict[UUID, Any] = {}  # runs this handler saw start and not yet end -> their parent
+        self._ended: dict[UUID, None] = {}  # runs that ended lately (and the generation before)
+        self._ended_before: dict[UUID, None] = {}
         if source_id_keys is None:
             self._documents = X.make_documents_converter(("id", "source", "doc_id"))
         else:
@@ -106,14 +109,16 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         ``RunnableWithFallbacks`` (langchain-core 1.x) puts its child config in the context but
         invokes with its parent's, so its children name their grandparent (or, on older cores, no
         parent): the config in the context still names the real parent, a run this handler saw
-        start under the reported one. A run whose parent this handler never saw start (the handler
-        was given to a model inside an untraced chain) is the root of a trace of its own."""
+        start under the reported one. A run whose parent ended before it started (a generator a
+        step returned, read later) belongs to its parent's trace. A run whose parent this handler
+        never saw (the handler was given to a model inside an untraced chain) is the root of a
+        trace of its own."""
         runs = self._runs
         if parent_run_id is None or parent_run_id not in runs:
-            parent, root = self._root(run_id, metadata)
-            if parent is None and parent_run_id is not None:
-                # (the recorder still joins it to its parent's trace if it saw that parent end: a late child)
-                parent = parent_run_id
+            if parent_run_id is not None and (parent_run_id in self._ended or parent_run_id in self._ended_before):
+                parent, root = parent_run_id, None  # its parent ended first (a generator read later): its trace
+            else:
+                parent, root = self._root(run_id, metadata)
         else:
             parent, root = parent_run_id, None
             child_config = var_child_runnable_config.get()
@@ -125,6 +130,13 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             runs.clear()
         runs[run_id] = parent
         return parent, root
+
+    def _end_run(self, run_id: UUID) -> None:
+        self._runs.pop(run_id, None)
+        ended = self._ended
+        ended[run_id] = None
+        if len(ended) >= _RECENT_RUNS:
+            self._ended_before, self._ended = ended, {}
 
     def _root(self, run_id: UUID, metadata: dict[str, Any] | None) -> tuple[Any, TraceContext | None]:
         child_config = var_child_runnable_config.get()
@@ -160,7 +172,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_chain_end(self, outputs, *, run_id, **kwargs: Any) -> None:
         try:
-            self._runs.pop(run_id, None)
+            self._end_run(run_id)
             cls = type(outputs)
             inputs = kwargs.get("inputs")  # the real inputs when streaming (the start saw a placeholder)
             if inputs is not None:
@@ -173,7 +185,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_chain_error(self, error, *, run_id, **kwargs: Any) -> None:
         try:
-            self._runs.pop(run_id, None)
+            self._end_run(run_id)
             if _CONTROL_FLOW and isinstance(error, _CONTROL_FLOW):  # a pause or a route, not a failure
                 self._submit((END, _now(), run_id, X.control_flow, error, None))
             else:
@@ -217,14 +229,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_llm_end(self, response, *, run_id, **kwargs: Any) -> None:
         try:
-            self._runs.pop(run_id, None)
+            self._end_run(run_id)
             self._submit((END, _now(), run_id, X.llm_end, response, self._stream_extra(run_id)))
         except Exception as exc:
             self._problem("on_llm_end", exc)
 
     def on_llm_error(self, error, *, run_id, **kwargs: Any) -> None:
         try:
-            self._runs.pop(run_id, None)
+            self._end_run(run_id)
             extra = self._stream_extra(run_id) or {}
             extra["response"] = (X.llm_error, (error, kwargs.get("response")))  # what it delivered before it failed
             self._submit((ERROR, _now(), run_id, error, extra))
@@ -251,14 +263,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_tool_end(self, output, *, run_id, **kwargs: Any) -> None:
         try:
-            self._runs.pop(run_id, None)
+            self._end_run(run_id)
             self._submit((END, _now(), run_id, X.tool_end, output, None))
         except Exception as exc:
             self._problem("on_tool_end", exc)
 
     def on_tool_error(self, error, *, run_id, **kwargs: Any) -> None:
         try:
-            self._runs.pop(run_id, None)
+            self._end_run(run_id)
             if _CONTROL_FLOW and isinstance(error, _CONTROL_FLOW):  # a tool that asked a human: paused, not failed
                 self._submit((END, _now(), run_id, X.control_flow, error, None))
             else:
@@ -279,14 +291,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_retriever_end(self, documents, *, run_id, **kwargs: Any) -> None:
         try:
-            self._runs.pop(run_id, None)
+            self._end_run(run_id)
             self._submit((END, _now(), run_id, self._documents, list(documents), None))
         except Exception as exc:
             self._problem("on_retriever_end", exc)
 
     def on_retriever_error(self, error, *, run_id, **kwargs: Any) -> None:
         try:
-            self._runs.pop(run_id, None)
+            self._end_run(run_id)
             self._submit((ERROR, _now(), run_id, error, None))
         except Exception as exc:
             self._problem("on_retriever_error", exc)
