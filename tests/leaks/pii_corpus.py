@@ -344,21 +344,20 @@ def corpus(seed: int = 0, kinds: Iterable[str] = KINDS, *, used: set[str] | None
 
 
 def corpora(channels: Iterable[str], kinds: Iterable[str] = KINDS) -> dict[str, list[Case]]:
-    """One corpus per channel, every value unique across all of them, so a leak names its channel."""
+    """One corpus per channel, every value unique across all of them, so a leak names its channel
+    (``check_unique`` proves that no value occurs inside another case's text)."""
     used: set[str] = set()
     kinds = tuple(kinds)
-    out = {ch: corpus(i + 1, kinds, used=used) for i, ch in enumerate(channels)}
-    check_unique([(ch, c) for ch, cases in out.items() for c in cases])
-    return out
+    return {ch: corpus(i + 1, kinds, used=used) for i, ch in enumerate(channels)}
 
 
-def check_unique(cases: list[tuple[str, Case]]) -> None:
+def check_unique(scanner: Scanner, cases: Iterable[tuple[str, Case]]) -> None:
     """No case's needle may occur in another case's text: a scan names exactly the case that leaked."""
-    scanner = Scanner({n: key for key in cases for n in key[1].needles()})
-    for key in cases:
-        for needle in scanner.find(key[1].text):
-            if scanner.owner[needle] != key:
-                raise AssertionError(f"{needle!r} of {scanner.owner[needle][1].id} occurs in {key[1].id}")
+    for ch, case in cases:
+        for needle in scanner.find(case.text):
+            owner = scanner.owner[needle]
+            if (owner.channel, owner.case) != (ch, case):
+                raise AssertionError(f"{needle!r} of {owner.channel}:{owner.case.id} occurs in {ch}:{case.id}")
 
 
 # Plain text of every length class, for the fast-path comparisons.

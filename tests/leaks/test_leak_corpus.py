@@ -16,7 +16,7 @@ import io
 import pytest
 from leak_app import APP_CHANNELS, CHANNELS, cli_text, db_rows_text, exports_text, record_corpus, sqlite_files_text
 from loguru import logger
-from pii_corpus import KINDS, LANGS, SECRET_KINDS, TEMPLATES, corpora, index, leaks
+from pii_corpus import KINDS, LANGS, SECRET_KINDS, TEMPLATES, check_unique, corpora, index, leaks
 
 import llmtrace
 
@@ -118,7 +118,9 @@ def test_corpus_covers_every_kind_context_and_language(chans):
 
 
 def test_the_scan_finds_every_value_in_the_raw_text(chans, scanner):
-    """The control: scanning the unredacted sentences finds every value of every channel."""
+    """The control: scanning the unredacted sentences finds every value of every channel, and a
+    value never occurs inside another case's sentence (a hit names exactly one case)."""
+    check_unique(scanner, [(ch, c) for ch, cases in chans.items() for c in cases])
     everything = [(ch, c, v) for ch, cases in chans.items() for c in cases for v in c.values]
     raw = "\n".join(c.text for cases in chans.values() for c in cases)
     assert len(leaks(scanner, raw)) == len(everything)
@@ -170,7 +172,7 @@ def secret_run(tmp_path_factory):
     """The secret kinds recorded with capture 'full' or 'metadata', database and files scanned."""
     def run(capture: str) -> dict:
         if capture not in _secret_runs:
-            chans = corpora(CHANNELS, SECRET_KINDS)
+            chans = corpora(REDACTED_CHANNELS, SECRET_KINDS)
             scanner = index([(ch, c) for ch, cases in chans.items() for c in cases])
             url = f"sqlite:///{tmp_path_factory.mktemp('secrets_' + capture) / 'llmtrace.db'}"
             with llmtrace.Tracer(url, capture=capture, flush_interval_seconds=0.05) as tracer:
