@@ -153,6 +153,11 @@ def exports_text(tracer, tmp: pathlib.Path) -> dict[str, str]:
         n = tracer.export_eval_set(str(path), format=fmt)
         assert n >= 1, f"the {fmt} export is empty: the leak scan of it would prove nothing"
         out[f"export {fmt}"] = path.read_text(encoding="utf-8")
+    import pandas as pd  # (the parquet export: its text read back, since the file itself is compressed)
+
+    path = tmp / "eval.parquet"
+    assert tracer.export_eval_set(str(path), format="parquet") >= 1
+    out["export parquet"] = "\n".join(str(v) for row in pd.read_parquet(path).itertuples(index=False) for v in row)
     return out
 
 

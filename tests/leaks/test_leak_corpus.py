@@ -24,7 +24,7 @@ import llmtrace
 # identifiers it stores as given, tested on their own below.
 REDACTED_CHANNELS = (*APP_CHANNELS, "metadata", "tags")
 CONTENT_SINKS = ("db rows", "wal file", "LLMTRACE_DEBUG stderr", "cli show --json", "cli show", "export jsonl",
-                 "export openai", "export dataset")
+                 "export openai", "export dataset", "export parquet")
 
 
 def _item10(n: int, total: int, where: str) -> pytest.MarkDecorator:
