@@ -256,16 +256,22 @@ def assert_good_trace(tracer, trace_id: str, marker: str) -> None:
         "ok", f"answer {marker}", f"question {marker}"), f"the good trace {marker!r} next to the bad one was damaged"
 
 
-def assert_stored_or_quarantined(tracer, trace_id: str | None) -> None:
+def assert_stored_or_quarantined(tracer, trace_id: str | None, what: str = "") -> None:
+    """The bad request's trace (or, with ``what``, its feedback / validation) is stored, or counted
+    as quarantined in ``health()``."""
     health = tracer.health()
     quarantined = sum(v for k, v in health.items() if "quarantin" in k and isinstance(v, int))
     if quarantined:
         return
     assert trace_id is not None, f"the bad request left no trace id and nothing is counted as quarantined: {health}"
     try:
-        tracer.get_trace(trace_id)
+        doc = tracer.get_trace(trace_id).to_dict()
     except llmtrace.TraceNotFound:
         pytest.fail(f"the bad request's trace {trace_id} is silently gone: not stored, not quarantined; health {health}")
+    if what == "feedback":
+        assert [f["action"] for f in doc["feedback"]] == ["edited"], f"the feedback is silently gone; health {health}"
+    elif what == "validation":
+        assert [v["rule"] for v in doc["validations"]] == ["fuzz_rule"], f"the validation is silently gone; health {health}"
 
 
 def batch_around(tracer, bad) -> tuple[str | None, Any]:
@@ -366,7 +372,8 @@ def test_public_methods_refuse_or_record_hostile_values(batch_tracer, place, val
     assert_good_trace(batch_tracer, a, "before")
     assert_good_trace(batch_tracer, c, "after")
     if b is not None:
-        assert_stored_or_quarantined(batch_tracer, b)
+        what = "feedback" if place.startswith("record_feedback") else "validation" if place.startswith("record_v") else ""
+        assert_stored_or_quarantined(batch_tracer, b, what)
 
 
 # -- LlamaIndex ----------------------------------------------------------------------------------
