@@ -23,7 +23,7 @@ def _x(what: str) -> pytest.MarkDecorator:
 
 BAD_CALLS = [
     # (id, call on a tracer, what the message must name), marks for today's failures
-    ("record_feedback score=10**400", lambda t: t.record_feedback("t-1", "rated", score=10**400), r"score", _x("OverflowError")),
+    ("record_feedback score=10**400", lambda t: t.record_feedback("t-1", "rated", score=10**400), r"score", None),
     ("record_feedback score=nan", lambda t: t.record_feedback("t-1", "rated", score=float("nan")), r"score", None),
     ("record_feedback score='4'", lambda t: t.record_feedback("t-1", "rated", score="4"), r"score", None),
     ("record_feedback trace_id=object()", lambda t: t.record_feedback(trace_id=object(), action="accepted"), r"trace_id",
@@ -31,21 +31,18 @@ BAD_CALLS = [
     ("record_feedback trace_id=bytes", lambda t: t.record_feedback(b"t-1", "accepted"), r"trace_id",
      _x("accepted, stored under the id \"b't-1'\"")),
     ("record_feedback action=5", lambda t: t.record_feedback("t-1", 5), r"action", None),
-    ("record_feedback correction=5", lambda t: t.record_feedback("t-1", "edited", correction=5), r"correction",
-     _x("a correction that is not text is accepted")),
-    ("record_feedback comment=['x']", lambda t: t.record_feedback("t-1", "accepted", comment=["x"]), r"comment",
-     _x("a comment that is not text is accepted")),
-    ("record_feedback source=object()", lambda t: t.record_feedback("t-1", "accepted", source=object()), r"source",
-     _x("a source that is not text is accepted")),
+    ("record_feedback correction=5", lambda t: t.record_feedback("t-1", "edited", correction=5), r"correction", None),
+    ("record_feedback comment=['x']", lambda t: t.record_feedback("t-1", "accepted", comment=["x"]), r"comment", None),
+    ("record_feedback source=object()", lambda t: t.record_feedback("t-1", "accepted", source=object()), r"source", None),
     ("record_validation passed='yes'", lambda t: t.record_validation("t-1", rule="r", passed="yes"), r"passed", None),
     ("record_validation rule=5", lambda t: t.record_validation("t-1", rule=5, passed=True), r"rule", None),
     ("record_validation span_id=object()", lambda t: t.record_validation("t-1", rule="r", passed=True, span_id=object()),
-     r"span_id", _x("a span id that is not text is accepted")),
+     r"span_id", None),
     ("find_traces limit='x'", lambda t: t.find_traces(limit="x"), r"limit", _x("TypeError")),
     ("find_traces limit=10**400", lambda t: t.find_traces(limit=10**400), r"limit", _x("OverflowError from SQLite")),
     ("find_traces limit=-1", lambda t: t.find_traces(limit=-1), r"limit", None),
     ("find_traces since='yesterday-ish'", lambda t: t.find_traces(since="yesterday-ish"), r"since", None),
-    ("find_traces since=10**400", lambda t: t.find_traces(since=10**400), r"since", _x("OverflowError")),
+    ("find_traces since=10**400", lambda t: t.find_traces(since=10**400), r"since", None),
     ("find_traces status='nope'", lambda t: t.find_traces(status="nope"), r"status", None),
     ("find_traces min_cost='cheap'", lambda t: t.find_traces(min_cost="cheap"), r"min_cost",
      _x("the filter is silently ignored")),
@@ -54,7 +51,7 @@ BAD_CALLS = [
     ("stats by='nope'", lambda t: t.stats(by="nope"), r"group by", None),
     ("stats by=5", lambda t: t.stats(by=5), r"group by|\bby\b", _x("TypeError")),
     ("stats since='yesterday-ish'", lambda t: t.stats(since="yesterday-ish"), r"since", None),
-    ("stats until=10**400", lambda t: t.stats(until=10**400), r"until", _x("OverflowError")),
+    ("stats until=10**400", lambda t: t.stats(until=10**400), r"until", None),
     ("export_eval_set format='nope'", lambda t: t.export_eval_set("unused.jsonl", format="nope"), r"format", None),
     ("export_eval_set since='yesterday-ish'", lambda t: t.export_eval_set("unused.jsonl", since="yesterday-ish"), r"since",
      _x("accepted: an empty export")),
@@ -67,7 +64,7 @@ BAD_CALLS = [
     ("purge batch_size=0", lambda t: t.purge(batch_size=0), r"batch_size", _x("accepted: deletes nothing")),
     ("purge batch_size='x'", lambda t: t.purge(batch_size="x"), r"batch_size", _x("ValueError from int()")),
     ("alerts since='nope'", lambda t: t.alerts(since="nope"), r"since", None),
-    ("alerts rules=5", lambda t: t.alerts(rules=5), r"rules|AlertRules", _x("AttributeError")),
+    ("alerts rules=5", lambda t: t.alerts(rules=5), r"rules|AlertRules", None),
     ("get_trace trace_id=None", lambda t: t.get_trace(None), r"trace_id", None),
     ("get_trace trace_id=object()", lambda t: t.get_trace(object()), r"trace_id",
      _x("looked up as '<object object at 0x...>'")),
@@ -90,7 +87,6 @@ NEW_TRACER = [
     ("Tracer processors=['(']", dict(processors=["("]), r"processor|regex|pattern", _x("re.error")),
     ("Tracer processors=[5]", dict(processors=[5]), r"processor", None),
     ("Tracer prices=5", dict(prices=5), r"prices", _x("AttributeError")),
-    ("Tracer nope=1", dict(nope=1), r"nope", None),
 ]
 
 OTHER_PUBLIC = [
@@ -135,6 +131,13 @@ def test_a_bad_setting_gets_a_config_error_naming_it(tmp_path, name, settings, s
     with pytest.raises(llmtrace.ConfigError) as info:
         llmtrace.Tracer(settings.pop("url"), **settings).close()
     _check(info.value, says)
+
+
+def test_an_unknown_setting_is_a_type_error_naming_it(tmp_path):
+    # Tracer's signature lists every setting, so IDEs and type checkers catch a typo before it runs;
+    # at run time Python names the unknown keyword.
+    with pytest.raises(TypeError, match="nope"):
+        llmtrace.Tracer(f"sqlite:///{tmp_path / 'llmtrace.db'}", nope=1)
 
 
 @pytest.mark.parametrize("name, call, says", _params(OTHER_PUBLIC))

@@ -216,6 +216,7 @@ def test_full_capture_keeps_pii_so_the_secret_scan_means_something(secret_run):
 def test_langchain_root_tags_are_recorded(sqlite_tracer):
     """(Why the tags channel above goes through tracer.trace(tags=...): LangChain's tags never reach the record.)"""
     from langchain_core.runnables import RunnableLambda
+
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     h = LLMTraceCallbackHandler(sqlite_tracer)
