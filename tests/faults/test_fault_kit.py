@@ -42,7 +42,7 @@ def test_the_proxy_passes_refuses_cuts_and_blackholes(server, request, fault_pro
     t0 = time.monotonic()
     with pytest.raises(sa.exc.OperationalError):
         _connect(via, timeout=1)
-    assert 0.9 <= time.monotonic() - t0 < 3
+    assert 0.9 <= time.monotonic() - t0 < 5  # (libpq waits at least 2 s)
 
     proxy.pass_through()
     engine2, conn2 = _connect(via)
