@@ -50,6 +50,7 @@ MB = 1 << 20
 
 def outage_loss(pg: str, seconds: float) -> dict:
     from fakes import ScriptedChatModel, answer, simple_chain
+
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     with FaultProxy(sa.engine.make_url(pg).port or 5432) as proxy:

@@ -38,6 +38,7 @@ def wait_for_parent() -> str:
 
 def _chain():
     from fakes import ScriptedChatModel, answer, simple_chain
+
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     return simple_chain(ScriptedChatModel(script=[answer("the refund is approved")])), LLMTraceCallbackHandler

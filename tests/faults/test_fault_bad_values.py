@@ -13,9 +13,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 from fakes import ScriptedChatModel, answer, simple_chain
-from llmtrace_langchain import LLMTraceCallbackHandler
 
 import llmtrace
+from llmtrace_langchain import LLMTraceCallbackHandler
 
 BAD = "caf\ud800e"
 

@@ -10,7 +10,6 @@ import pytest
 
 
 @pytest.mark.parametrize("command", [["ls"], ["stats"], ["show", "some-trace-id"]])
-@pytest.mark.xfail(strict=True, reason="issue 17 item 9: read-only commands create the database they read")
 def test_reading_a_database_that_does_not_exist_creates_nothing_and_fails_clearly(command, tmp_path):
     missing = tmp_path / "nonexistent.db"
     out = subprocess.run([sys.executable, "-m", "llmtrace", *command, "--db", f"sqlite:///{missing}"],

@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 from fakes import ScriptedChatModel, answer, simple_chain
-from llmtrace_langchain import LLMTraceCallbackHandler
 
 import llmtrace
+from llmtrace_langchain import LLMTraceCallbackHandler
 
 from .faultkit import count_by_trace, record_through_outage, trace_rows
 

@@ -11,9 +11,9 @@ import time
 
 import pytest
 from fakes import ScriptedChatModel, answer, simple_chain
-from llmtrace_langchain import LLMTraceCallbackHandler
 
 import llmtrace
+from llmtrace_langchain import LLMTraceCallbackHandler
 
 from .faultkit import sqlite_path
 
