@@ -317,7 +317,8 @@ def turn_of(doc: dict[str, Any]) -> dict[str, Any]:
         root = doc["spans"][0] if doc["spans"] else {}
         question, answer = root.get("inputs"), root.get("outputs")
     feedback = doc["feedback"]
-    return {"question": question, "answer": answer, "content_missing": missing,
+    parse_error = calls[-1]["parse_error"] if calls else None
+    return {"question": question, "answer": answer, "content_missing": missing, "parse_error": parse_error,
             "last_feedback": feedback[-1] if feedback else None, "error": next(
                 (c["error"] for c in calls if c.get("error")), None)}
 
