@@ -10,7 +10,7 @@ tab on another site can send requests to 127.0.0.1.
   pages; a POST whose form value differs, or whose ``Origin`` is another site, is refused.
 - **Headers**: a Content-Security-Policy that allows no script at all and styles only from the
   server's own stylesheet (so even markup that escaped escaping would be inert), no framing, no
-  sniffing, no referrer (trace ids are in URLs), no caching of pages that carry content.
+  sniffing, no referrer to other sites (trace ids are in URLs), no caching of pages that carry content.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # (no-referrer would make the browser send "Origin: null" with our forms)
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]

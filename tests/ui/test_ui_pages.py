@@ -162,7 +162,7 @@ def test_security_headers_on_every_page(client, scenario):
         csp = r.headers["content-security-policy"]
         assert "script-src 'none'" in csp and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, url
         assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY", url
-        assert r.headers["referrer-policy"] == "no-referrer", url
+        assert r.headers["referrer-policy"] == "same-origin", url
     assert "no-store" in client.get("/").headers["cache-control"]
 
 
