@@ -106,13 +106,17 @@ def compute_views(store: Database, prices: PriceBook, *, views: Iterable[str | I
     if isinstance(views, str) or not isinstance(views, Iterable):
         raise ConfigError(f"views is a list of groupings, e.g. ['feature', 'day'], not {views!r}")
     all_dims = [parse_by(v) for v in views]
+    # a grouping whose dimensions another one holds is merged from that one's groups, not counted again
+    source = {i: next((j for j, other in enumerate(all_dims) if j != i and set(dims) < set(other)
+                       and _direct(j, all_dims)), None) for i, dims in enumerate(all_dims)}
     store.ensure_schema()
     pricers: dict[tuple, Any] = {}
     with store.engine.connect() as conn:
         parse_failed, check_failed, trace_failed = failed_validations(conn, since)
         actions = last_actions(conn, since)
         turns = _turns(conn, since) if any("turn" in dims for dims in all_dims) else {}
-        todo = [_View(dims, turns) for dims in all_dims]
+        views_ = [_View(dims, turns) for dims in all_dims]
+        todo = [v for i, v in enumerate(views_) if source[i] is None]
         for r in iter_calls(conn, since=since, until=until, **filters):
             (span_id, trace_id, started_at, model, version, provider, inp, out, cached, latency, ttft, status,
              error_type) = r[:13]
@@ -158,7 +162,37 @@ def compute_views(store: Database, prices: PriceBook, *, views: Iterable[str | I
                     seen = view.last_call.get(trace_id)
                     if seen is None or (started_at, span_id) > seen[:2]:
                         view.last_call[trace_id] = (started_at, span_id, key)
-    return [_rows(view, actions) for view in todo]
+    for i, view in enumerate(views_):
+        j = source[i]
+        if j is not None:
+            _merge_into(view, views_[j])
+    return [_rows(view, actions) for view in views_]
+
+
+def _direct(j: int, all_dims: list[tuple[str, ...]]) -> bool:
+    """Whether grouping ``j`` is counted from the calls (no other grouping holds all its dimensions)."""
+    return not any(k != j and set(all_dims[j]) < set(other) for k, other in enumerate(all_dims))
+
+
+def _merge_into(view: _View, full: _View) -> None:
+    """Fill ``view`` from the groups of ``full``, whose dimensions include all of ``view``'s."""
+    positions = [full.dims.index(d) for d in view.dims]
+
+    def project(key: Any) -> Any:
+        parts = key if len(full.dims) > 1 else (key,)
+        picked = tuple(parts[p] for p in positions)
+        return picked[0] if len(picked) == 1 else picked
+
+    for key, g in full.groups.items():
+        into = view.groups.setdefault(project(key), _Group())
+        for name in ("calls", "in_sum", "in_n", "out_sum", "out_n", "cost", "priced", "unpriced", "parse", "checks"):
+            setattr(into, name, getattr(into, name) + getattr(g, name))
+        into.traces |= g.traces
+        into.latency.extend(g.latency)
+        into.ttft.extend(g.ttft)
+        for kind, n in g.errors.items():
+            into.errors[kind] = into.errors.get(kind, 0) + n
+    view.last_call = {t: (started, span, project(key)) for t, (started, span, key) in full.last_call.items()}
 
 
 def _rows(view: _View, actions: dict[str, str]) -> list[dict[str, Any]]:

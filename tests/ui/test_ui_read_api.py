@@ -192,3 +192,10 @@ def test_ui_under_the_metadata_only_reader_role():
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+def test_several_groupings_in_one_read_give_what_each_gives_alone(scenario):
+    store = llmtrace.Store(scenario.url)
+    views = ["feature", "hour", "prompt-version", None, "feature,prompt-version", "model,day"]
+    assert store.stats_views(views, since="30d") == [store.stats(v, since="30d") for v in views]
+    store.close()
