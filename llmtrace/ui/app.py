@@ -352,10 +352,14 @@ def _before_after(rows: list[dict[str, Any]], before: str, after: str) -> list[d
         if x is not None and y is not None:
             diff = y - x
             if fmt is _pct:
-                delta = f"{diff * 100:+.1f} pts"
+                shown = round(diff * 100, 1)
+                delta = f"{shown:+.1f} pts" if shown else "0.0 pts"
             elif x:
-                delta = f"{diff / x * 100:+.0f}%"
-            if lower_better is not None and diff:
+                shown = round(diff / x * 100)
+                delta = f"{shown:+.0f}%" if shown else "0%"
+            else:
+                shown = 0
+            if lower_better is not None and shown:
                 cls = "good" if (diff < 0) == lower_better else "bad"
         out.append({"label": label, "before": fmt(x), "after": fmt(y), "delta": delta, "cls": cls})
     return out
