@@ -37,6 +37,20 @@ def scenario(tmp_path_factory) -> Scenario:
     return build(f"sqlite:///{tmp_path_factory.mktemp('ui') / 'scenario.db'}")
 
 
+@pytest.fixture
+def own_scenario(tmp_path) -> Scenario:
+    """A scenario store of the test's own, for tests that record feedback (the shared one stays as built)."""
+    return build(f"sqlite:///{tmp_path / 'own.db'}")
+
+
+@pytest.fixture
+def own_served(own_scenario):
+    from llmtrace.ui import create_app
+
+    with Served(create_app(own_scenario.url)) as s:
+        yield s
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,7 +12,8 @@ from ui_scenario import XSS, XSS_CHUNK, XSS_NAME, XSS_SESSION
 import llmtrace
 
 
-def test_find_a_bad_answer_and_act_on_it(page, served, scenario):
+def test_find_a_bad_answer_and_act_on_it(page, own_served, own_scenario):
+    served, scenario = own_served, own_scenario
     page.goto(served.base + "/")
     rows = page.locator("#traces tbody tr")
     assert rows.count() == 6
@@ -120,7 +121,8 @@ def test_xss_corpus_renders_as_text(page, served, scenario):
     assert page.errors == []
 
 
-def test_xss_in_feedback_typed_into_the_page(page, served, scenario):
+def test_xss_in_feedback_typed_into_the_page(page, own_served, own_scenario):
+    served, scenario = own_served, own_scenario
     tid = scenario.ids["rated"]
     page.goto(served.base + f"/trace/{tid}")
     page.fill("#feedback-form input[name=custom_action]", "<img src=x onerror=alert(9)>")

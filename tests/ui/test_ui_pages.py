@@ -206,21 +206,23 @@ def _csrf(client, trace_id: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', r.text).group(1)
 
 
-def test_feedback_from_the_page_is_recorded_through_the_api(client, scenario):
-    tid = scenario.ids["turn1"]
-    token = _csrf(client, tid)
-    r = client.post("/act/feedback", data={"csrf": token, "trace_id": tid, "action": "rated", "score": "3.5",
-                                           "comment": "checked by QA", "source": "qa"}, follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == f"/trace/{tid}?recorded=feedback#feedback"
-    fb = llmtrace.Store(scenario.url).get_trace(tid).to_dict()["feedback"][-1]
-    assert (fb["action"], fb["score"], fb["comment"], fb["source"]) == ("rated", 3.5, "checked by QA", "qa")
-    page = text_of(client.get(f"/trace/{tid}?recorded=feedback"))
-    assert "Feedback recorded." in page and "checked by QA" in page
-    r = client.post("/act/validation", data={"csrf": token, "trace_id": tid, "rule": "tone_ok", "passed": "true",
-                                             "detail": "polite"}, follow_redirects=False)
-    assert r.status_code == 303
-    val = llmtrace.Store(scenario.url).get_trace(tid).to_dict()["validations"][-1]
-    assert (val["rule"], val["passed"], val["detail"]) == ("tone_ok", True, "polite")
+def test_feedback_from_the_page_is_recorded_through_the_api(own_scenario):
+    scenario = own_scenario
+    with TestClient(create_app(scenario.url), base_url="http://127.0.0.1:8700") as client:
+        tid = scenario.ids["turn1"]
+        token = _csrf(client, tid)
+        r = client.post("/act/feedback", data={"csrf": token, "trace_id": tid, "action": "rated", "score": "3.5",
+                                               "comment": "checked by QA", "source": "qa"}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == f"/trace/{tid}?recorded=feedback#feedback"
+        fb = llmtrace.Store(scenario.url).get_trace(tid).to_dict()["feedback"][-1]
+        assert (fb["action"], fb["score"], fb["comment"], fb["source"]) == ("rated", 3.5, "checked by QA", "qa")
+        page = text_of(client.get(f"/trace/{tid}?recorded=feedback"))
+        assert "Feedback recorded." in page and "checked by QA" in page
+        r = client.post("/act/validation", data={"csrf": token, "trace_id": tid, "rule": "tone_ok", "passed": "true",
+                                                 "detail": "polite"}, follow_redirects=False)
+        assert r.status_code == 303
+        val = llmtrace.Store(scenario.url).get_trace(tid).to_dict()["validations"][-1]
+        assert (val["rule"], val["passed"], val["detail"]) == ("tone_ok", True, "polite")
 
 
 def test_a_bad_form_is_not_recorded_and_says_why(client, scenario):
