@@ -192,6 +192,7 @@ def cmd_alerts(args) -> int:
     columns = [col("at (UTC)", lambda r: r["at"][:19].replace("T", " "), left=True), col("rule", "rule", left=True),
                col("feature", "feature", left=True), col("trace id", "trace_id", left=True),
                col("what", "message", left=True)]
+    args.wide = True  # an alert is read whole: its message is never cut to the terminal
     emit(args, rows, columns, f"{len(rows)} alert(s) since {args.since}", f"no alerts since {args.since} in {args.db}")
     return 1 if rows and args.exit_code else 0
 
