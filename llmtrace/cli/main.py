@@ -103,6 +103,7 @@ def _open_in_browser(args, path: str) -> int:
 
 def _serve(args, open_path: str | None = None) -> int:
     try:
+        import jinja2  # noqa: F401
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
