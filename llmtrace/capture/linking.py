@@ -122,9 +122,12 @@ class Linker:
                    sdk_retries: int | None) -> dict[str, Any]:
         """The links of a model call that ended, and its place among the trace's calls."""
         trace = span.trace
-        retrieved = [(sid, ms) for (t_end, sid, ms) in trace.retrievers if t_end <= span.t0]
-        tools_ms = sum(trace.tool_ms[i] for i in tool_ids if i in trace.tool_ms) if tool_ids else None
-        if tools_ms is None or not any(i in trace.tool_ms for i in tool_ids):
+        retrieved = [(sid, ms) for (t_end, sid, ms) in trace.retrievers if t_end <= span.t0] if trace.retrievers else ()
+        tools_ms = None
+        if tool_ids:
+            known = [trace.tool_ms[i] for i in tool_ids if i in trace.tool_ms]
+            tools_ms = sum(known) if known else None
+        if tools_ms is None and trace.text_tools:  # the time of the tools the previous call asked for in text
             previous = None
             for call in trace.llm_calls:  # the call that started last before this one
                 if call.t0 < span.t0 and (previous is None or call.t0 > previous.t0):
@@ -137,7 +140,7 @@ class Linker:
                     fallback_from = prev.model
                     break
         trace.llm_calls.append(CallRef(span.span_id, span.t0, t, model, status, span.fallback_anchor, span.ancestors))
-        return {"retrieved_from": [sid for sid, _ in retrieved] or None,
+        return {"retrieved_from": [sid for sid, _ in retrieved] if retrieved else None,
                 "retrieval_ms": sum(ms for _, ms in retrieved) if retrieved else None,
                 "tools_ms": tools_ms, "fallback_from": fallback_from,
                 "retry_count": span.retries + span.retry_base + (sdk_retries or 0)}

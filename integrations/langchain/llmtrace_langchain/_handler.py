@@ -90,10 +90,11 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         self.tracer = tracer if tracer is not None else default_tracer()
         self._channel = connect(self.tracer)
         self._submit = self._channel.submit
-        self._first_token: dict[UUID, int] = {}  # run -> first chunk with output (0: streaming, none yet)
-        self._runs: dict[UUID, Any] = {}  # runs this handler saw start and not yet end -> their parent
-        self._ended: dict[UUID, None] = {}  # runs that ended lately (and the generation before)
-        self._ended_before: dict[UUID, None] = {}
+        # Keyed by the run id's int: hashing a UUID runs Python code (UUID.__hash__), an int's does not.
+        self._first_token: dict[int, int] = {}  # run -> first chunk with output (0: streaming, none yet)
+        self._runs: dict[int, int | None] = {}  # runs this handler saw start and not yet end -> their parent
+        self._ended: dict[int, None] = {}  # runs that ended lately (and the generation before)
+        self._ended_before: dict[int, None] = {}
         if source_id_keys is None:
             self._documents = X.make_documents_converter(("id", "source", "doc_id"))
         else:
@@ -114,27 +115,31 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         never saw (the handler was given to a model inside an untraced chain) is the root of a
         trace of its own."""
         runs = self._runs
-        if parent_run_id is None or parent_run_id not in runs:
-            if parent_run_id is not None and (parent_run_id in self._ended or parent_run_id in self._ended_before):
+        pkey = parent_run_id.int if parent_run_id is not None else None
+        if pkey is None or pkey not in runs:
+            if pkey is not None and (pkey in self._ended or pkey in self._ended_before):
                 parent, root = parent_run_id, None  # its parent ended first (a generator read later): its trace
             else:
                 parent, root = self._root(run_id, metadata)
+            pkey = parent.int if type(parent) is UUID else None
         else:
             parent, root = parent_run_id, None
             child_config = var_child_runnable_config.get()
             if child_config:
                 named = getattr(child_config.get("callbacks"), "parent_run_id", None)
-                if named is not None and named != parent_run_id and runs.get(named) == parent_run_id:
-                    parent = named
+                if type(named) is UUID:
+                    nkey = named.int
+                    if nkey != pkey and runs.get(nkey) == pkey:
+                        parent, pkey = named, nkey
         if len(runs) >= _MAX_OPEN_RUNS:
             runs.clear()
-        runs[run_id] = parent
+        runs[run_id.int] = pkey
         return parent, root
 
-    def _end_run(self, run_id: UUID) -> None:
-        self._runs.pop(run_id, None)
+    def _end_run(self, key: int) -> None:
+        self._runs.pop(key, None)
         ended = self._ended
-        ended[run_id] = None
+        ended[key] = None
         if len(ended) >= _RECENT_RUNS:
             self._ended_before, self._ended = ended, {}
 
@@ -142,7 +147,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         child_config = var_child_runnable_config.get()
         if child_config:
             parent = getattr(child_config.get("callbacks"), "parent_run_id", None)
-            if parent is not None and parent != run_id and parent in self._runs:
+            if type(parent) is UUID and parent != run_id and parent.int in self._runs:
                 return parent, None
         ctx = current_trace.get()
         if ctx is not None:  # inside ``with tracer.trace():``: a child of that trace's span
@@ -172,7 +177,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_chain_end(self, outputs, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id)
+            self._end_run(run_id.int)
             cls = type(outputs)
             inputs = kwargs.get("inputs")  # the real inputs when streaming (the start saw a placeholder)
             if inputs is not None:
@@ -185,7 +190,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_chain_error(self, error, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id)
+            self._end_run(run_id.int)
             if _CONTROL_FLOW and isinstance(error, _CONTROL_FLOW):  # a pause or a route, not a failure
                 self._submit((END, _now(), run_id, X.control_flow, error, None))
             else:
@@ -216,27 +221,28 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             self._problem("on_llm_start", exc)
 
     def on_llm_new_token(self, token, *, chunk=None, run_id, **kwargs: Any) -> None:
-        if self._first_token.get(run_id):
-            return
         try:
-            self._first_token[run_id] = _now() if _carries_output(token, chunk) else 0
+            key = run_id.int
+            if self._first_token.get(key):
+                return
+            self._first_token[key] = _now() if _carries_output(token, chunk) else 0
         except Exception as exc:
             self._problem("on_llm_new_token", exc)
 
     def _stream_extra(self, run_id: UUID) -> dict[str, Any] | None:
-        first = self._first_token.pop(run_id, None)
+        first = self._first_token.pop(run_id.int, None)
         return None if first is None else {"first_token_ns": first or None, "streamed": True}
 
     def on_llm_end(self, response, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id)
+            self._end_run(run_id.int)
             self._submit((END, _now(), run_id, X.llm_end, response, self._stream_extra(run_id)))
         except Exception as exc:
             self._problem("on_llm_end", exc)
 
     def on_llm_error(self, error, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id)
+            self._end_run(run_id.int)
             extra = self._stream_extra(run_id) or {}
             extra["response"] = (X.llm_error, (error, kwargs.get("response")))  # what it delivered before it failed
             self._submit((ERROR, _now(), run_id, error, extra))
@@ -263,14 +269,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_tool_end(self, output, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id)
+            self._end_run(run_id.int)
             self._submit((END, _now(), run_id, X.tool_end, output, None))
         except Exception as exc:
             self._problem("on_tool_end", exc)
 
     def on_tool_error(self, error, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id)
+            self._end_run(run_id.int)
             if _CONTROL_FLOW and isinstance(error, _CONTROL_FLOW):  # a tool that asked a human: paused, not failed
                 self._submit((END, _now(), run_id, X.control_flow, error, None))
             else:
@@ -291,14 +297,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_retriever_end(self, documents, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id)
+            self._end_run(run_id.int)
             self._submit((END, _now(), run_id, self._documents, list(documents), None))
         except Exception as exc:
             self._problem("on_retriever_end", exc)
 
     def on_retriever_error(self, error, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id)
+            self._end_run(run_id.int)
             self._submit((ERROR, _now(), run_id, error, None))
         except Exception as exc:
             self._problem("on_retriever_error", exc)
