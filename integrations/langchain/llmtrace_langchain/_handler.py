@@ -28,8 +28,10 @@ except ImportError:  # LangGraph not installed
 _KINDS = {"parser": "parser", "prompt": "chain", "retriever": "retriever", "tool": "tool", "llm": "llm",
           "embedding": "embedding"}
 _TASK_KEY = "langgraph_checkpoint_ns"  # LangGraph's identity of a node's task: the same again on a retry
-_MAX_OPEN_RUNS = 100_000  # runs whose end never came (abandoned generators) are forgotten past this
-_RECENT_RUNS = 10_000  # ended runs remembered (in two generations) for a child that starts after its parent ended
+_MAX_RUNS = 50_000  # runs remembered before the ended ones are dropped (the open ones stay)
+_RECENT_RUNS = 5_000  # ended runs still remembered then, for a child that starts after its parent ended
+_ENDED: Any = object()  # a run's place in ``_runs`` once it ended
+_MISSING: Any = object()
 _now = now
 
 
@@ -92,9 +94,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         self._submit = self._channel.submit
         # Keyed by the run id's int: hashing a UUID runs Python code (UUID.__hash__), an int's does not.
         self._first_token: dict[int, int] = {}  # run -> first chunk with output (0: streaming, none yet)
-        self._runs: dict[int, int | None] = {}  # runs this handler saw start and not yet end -> their parent
-        self._ended: dict[int, None] = {}  # runs that ended lately (and the generation before)
-        self._ended_before: dict[int, None] = {}
+        self._runs: dict[int, Any] = {}  # runs this handler saw start -> their parent's key, or _ENDED
         if source_id_keys is None:
             self._documents = X.make_documents_converter(("id", "source", "doc_id"))
         else:
@@ -115,39 +115,39 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         never saw (the handler was given to a model inside an untraced chain) is the root of a
         trace of its own."""
         runs = self._runs
-        pkey = parent_run_id.int if parent_run_id is not None else None
-        if pkey is None or pkey not in runs:
-            if pkey is not None and (pkey in self._ended or pkey in self._ended_before):
-                parent, root = parent_run_id, None  # its parent ended first (a generator read later): its trace
-            else:
-                parent, root = self._root(run_id, metadata)
+        state = runs.get(parent_run_id.int, _MISSING) if parent_run_id is not None else _MISSING
+        if state is _MISSING or parent_run_id is None:
+            parent, root = self._root(run_id, metadata)
             pkey = parent.int if type(parent) is UUID else None
+        elif state is _ENDED:  # its parent ended first (a generator a step returned, read later): its trace
+            parent, root, pkey = parent_run_id, None, parent_run_id.int
         else:
-            parent, root = parent_run_id, None
+            parent, root, pkey = parent_run_id, None, parent_run_id.int
             child_config = var_child_runnable_config.get()
             if child_config:
                 named = getattr(child_config.get("callbacks"), "parent_run_id", None)
-                if type(named) is UUID:
+                if named is not parent_run_id and type(named) is UUID:
                     nkey = named.int
                     if nkey != pkey and runs.get(nkey) == pkey:
                         parent, pkey = named, nkey
-        if len(runs) >= _MAX_OPEN_RUNS:
-            runs.clear()
         runs[run_id.int] = pkey
         return parent, root
 
-    def _end_run(self, key: int) -> None:
-        self._runs.pop(key, None)
-        ended = self._ended
-        ended[key] = None
-        if len(ended) >= _RECENT_RUNS:
-            self._ended_before, self._ended = ended, {}
+    def _forget_ended_runs(self) -> None:
+        """Drop ended runs but the last ones (in place: other threads are adding theirs); a run
+        whose end never came stays, as if open."""
+        runs = self._runs
+        ended = [k for k, v in list(runs.items()) if v is _ENDED]
+        for key in ended[:-_RECENT_RUNS]:
+            runs.pop(key, None)
 
     def _root(self, run_id: UUID, metadata: dict[str, Any] | None) -> tuple[Any, TraceContext | None]:
+        if len(self._runs) > _MAX_RUNS:  # (checked once per trace, not per run)
+            self._forget_ended_runs()
         child_config = var_child_runnable_config.get()
         if child_config:
             parent = getattr(child_config.get("callbacks"), "parent_run_id", None)
-            if type(parent) is UUID and parent != run_id and parent.int in self._runs:
+            if type(parent) is UUID and parent != run_id and self._runs.get(parent.int, _ENDED) is not _ENDED:
                 return parent, None
         ctx = current_trace.get()
         if ctx is not None:  # inside ``with tracer.trace():``: a child of that trace's span
@@ -177,7 +177,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_chain_end(self, outputs, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id.int)
+            self._runs[run_id.int] = _ENDED
             cls = type(outputs)
             inputs = kwargs.get("inputs")  # the real inputs when streaming (the start saw a placeholder)
             if inputs is not None:
@@ -190,7 +190,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_chain_error(self, error, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id.int)
+            self._runs[run_id.int] = _ENDED
             if _CONTROL_FLOW and isinstance(error, _CONTROL_FLOW):  # a pause or a route, not a failure
                 self._submit((END, _now(), run_id, X.control_flow, error, None))
             else:
@@ -235,14 +235,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_llm_end(self, response, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id.int)
+            self._runs[run_id.int] = _ENDED
             self._submit((END, _now(), run_id, X.llm_end, response, self._stream_extra(run_id)))
         except Exception as exc:
             self._problem("on_llm_end", exc)
 
     def on_llm_error(self, error, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id.int)
+            self._runs[run_id.int] = _ENDED
             extra = self._stream_extra(run_id) or {}
             extra["response"] = (X.llm_error, (error, kwargs.get("response")))  # what it delivered before it failed
             self._submit((ERROR, _now(), run_id, error, extra))
@@ -269,14 +269,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_tool_end(self, output, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id.int)
+            self._runs[run_id.int] = _ENDED
             self._submit((END, _now(), run_id, X.tool_end, output, None))
         except Exception as exc:
             self._problem("on_tool_end", exc)
 
     def on_tool_error(self, error, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id.int)
+            self._runs[run_id.int] = _ENDED
             if _CONTROL_FLOW and isinstance(error, _CONTROL_FLOW):  # a tool that asked a human: paused, not failed
                 self._submit((END, _now(), run_id, X.control_flow, error, None))
             else:
@@ -297,14 +297,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def on_retriever_end(self, documents, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id.int)
+            self._runs[run_id.int] = _ENDED
             self._submit((END, _now(), run_id, self._documents, list(documents), None))
         except Exception as exc:
             self._problem("on_retriever_end", exc)
 
     def on_retriever_error(self, error, *, run_id, **kwargs: Any) -> None:
         try:
-            self._end_run(run_id.int)
+            self._runs[run_id.int] = _ENDED
             self._submit((ERROR, _now(), run_id, error, None))
         except Exception as exc:
             self._problem("on_retriever_error", exc)
