@@ -74,6 +74,24 @@ def test_a_late_stream_that_fails_makes_its_trace_an_error(sqlite_tracer):
     assert [t["trace_id"] for t in sqlite_tracer.find_traces(status="error")] == [doc["trace_id"]]
 
 
+def test_a_parser_parses_a_call_of_its_own_run_only(sqlite_tracer):
+    """Two runs of one trace (a graph paused and resumed under one id): the second run's parser
+    parses no model answer, so the first run's call is left unparsed, not given its output."""
+    from langchain_core.output_parsers import JsonOutputParser
+
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    handler = LLMTraceCallbackHandler(sqlite_tracer)
+    config = {"callbacks": [handler], "metadata": {"llmtrace_trace_id": "conversation-9"}}
+    prompt = ChatPromptTemplate.from_messages([("human", "{q}")])
+    (prompt | ScriptedChatModel(script=[answer("a draft")])).invoke({"q": "draft?"}, config=config)
+    parsed = (RunnableLambda(lambda _: '{"approved": true}', name="reviewer") | JsonOutputParser()).invoke("x", config=config)
+    assert parsed == {"approved": True}
+    sqlite_tracer.flush()
+    [call] = sqlite_tracer.get_trace("conversation-9").to_dict()["llm_calls"]
+    assert (call["parsed"], call["parser"], call["validations"]) == (None, None, [])
+
+
 # -- rows written before schema 6 ------------------------------------------------------------------
 
 def text_agent(handler) -> None:

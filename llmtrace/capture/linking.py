@@ -191,5 +191,7 @@ class Linker:
             mine = [c for c in candidates if anc.span_id in c.ancestors]
             if mine:
                 return max(mine, key=lambda c: c.t1)
+            if anc.parent_key is None:  # the root of its run: calls outside it are other runs' of the trace
+                return max(candidates, key=lambda c: c.t1) if anc is span else None
             anc = self._parent(anc)
-        return max(candidates, key=lambda c: c.t1)
+        return max(candidates, key=lambda c: c.t1)  # a step whose parent ended first: its trace's latest call
