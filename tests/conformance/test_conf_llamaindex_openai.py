@@ -77,7 +77,6 @@ def test_chat_records_every_signal(wire, ctracer, instrumentor, mode):
     assert doc["status"] == "ok"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 7: params lose temperature and max_tokens")
 def test_params_keep_temperature_and_max_tokens(wire, ctracer, instrumentor):
     wire.queue(Reply(text=ANSWER))
     li_openai(wire).chat(messages())
@@ -122,15 +121,12 @@ def test_stream_without_usage_records_null_tokens_and_the_finish_reason(wire, ct
     assert call["finish_reason"] == "stop"
 
 
-@pytest.mark.xfail(strict=True, reason="new: with include_usage the finish_reason is read from the final usage "
-                                       "chunk (no choices): null")
 def test_stream_with_usage_keeps_the_finish_reason(wire, ctracer, instrumentor):
     wire.queue(Reply(text=ANSWER))
     chat(li_openai(wire, additional_kwargs=USAGE_ON), "stream_chat", messages())
     assert only_call(record(ctracer, instrumentor.last_trace_id))["finish_reason"] == "stop"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 1: TTFT stamped at the role-only first chunk")
 @pytest.mark.parametrize("mode", ["stream_chat", "astream_chat"])
 def test_stream_ttft_is_the_first_content_delta(wire, ctracer, instrumentor, mode):
     llm = li_openai(wire)
@@ -172,14 +168,12 @@ def test_predict_and_call_joins_the_result(wire, ctracer, instrumentor):
     assert joined and joined[0]["status"] == "ok"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 8: one tool call on the wire becomes three tool_calls entries")
 def test_predict_and_call_records_one_tool_call(wire, ctracer, instrumentor):
     _seen, call = _predict_and_call(wire, ctracer, instrumentor)
     assert [(t["id"], t["name"], t["args"], t["result"], t["status"]) for t in call["tool_calls"]] == [
         ("call_pc1", "get_weather", {"city": "Paris"}, "sunny, 24 C in Paris", "ok")]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 8: tools_offered all null when the tools arrive as OpenAI dicts")
 def test_predict_and_call_tools_offered_are_what_was_sent(wire, ctracer, instrumentor):
     seen, call = _predict_and_call(wire, ctracer, instrumentor)
     sent = seen.body["tools"][0]["function"]
@@ -187,7 +181,6 @@ def test_predict_and_call_tools_offered_are_what_was_sent(wire, ctracer, instrum
                                       "parameters": sent["parameters"]}]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 2: a tool-calls-only answer has no raw_completion")
 def test_predict_and_call_raw_completion_names_the_request(wire, ctracer, instrumentor):
     _seen, call = _predict_and_call(wire, ctracer, instrumentor)
     assert call["raw_completion"] not in (None, "")
@@ -223,8 +216,6 @@ def test_function_agent_round_trip(wire, ctracer, instrumentor):
     assert_tokens(first, None)  # the agent streams without include_usage: nothing reported
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 8: the tool request is read twice (blocks and "
-                                       "additional_kwargs): duplicated in input_messages and tool_calls")
 def test_function_agent_records_each_request_once(wire, ctracer, instrumentor):
     requests, doc = _function_agent(wire, ctracer, instrumentor)
     first, second = doc["llm_calls"]
@@ -237,8 +228,6 @@ class City(BaseModel):
     country: str
 
 
-@pytest.mark.xfail(strict=True, reason="new: structured_predict (json_schema response_format on "
-                                       "llama-index-llms-openai 0.8) records no parsed value")
 def test_structured_predict_fills_parsed(wire, ctracer, instrumentor):
     from llama_index.core.prompts import PromptTemplate
 

@@ -186,7 +186,6 @@ def test_custom_workflow_failing_step_is_an_error_trace(scn_tracer, li_inst):
 
 # -- predict_and_call (issue 14 item 8) --------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 8: predict_and_call: one tool call recorded three times, tools_offered null")
 def test_predict_and_call_one_tool_call_one_entry(scn_tracer, li_inst):
     sent: list[dict] = []
     llm = scripted_openai([completion(None, [("call_9", "lookup_order", {"order_id": "A-1"})], finish="tool_calls")], sent)
@@ -213,7 +212,6 @@ def _embedding_span(doc: dict) -> dict:
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-@pytest.mark.xfail(strict=True, reason="issue 14 item 9: batched embeddings keep only the last batch")
 def test_embedding_batches_record_every_text_and_all_tokens(scn_tracer, li_inst, mode):
     from llama_index.core.utils import get_tokenizer
 
@@ -230,7 +228,6 @@ def test_embedding_batches_record_every_text_and_all_tokens(scn_tracer, li_inst,
     assert span["outputs"]["token_count"] == sum(len(tokenizer(t)) for t in TEXTS)
 
 
-@pytest.mark.xfail(strict=True, reason="new: async batched embeddings record the model as null (one model_dict kept per span)")
 def test_async_embedding_batches_keep_the_model_name(scn_tracer, li_inst):
     model = MockEmbedding(embed_dim=4, embed_batch_size=2)
     model.get_text_embedding_batch(TEXTS)
@@ -249,7 +246,6 @@ class Person(BaseModel):
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3: OpenAI.structured_predict (response_format json_schema) leaves parsed null")
 def test_openai_structured_predict_fills_parsed(scn_tracer, li_inst, mode):
     sent: list[dict] = []
     llm = scripted_openai([completion('{"name": "Ann", "age": 31}')], sent)
