@@ -105,6 +105,21 @@ def test_stream_closed_early_is_closed_and_marked_cancelled(tracer, inst):
     assert tracer.health()["open_spans"] == 0
 
 
+def test_async_stream_read_through_another_stream_is_one_call(tracer, inst):
+    """MockLLM's astream_complete reads stream_complete lazily: LlamaIndex reports two LLM calls
+    (the inner one with no parent, or under whatever span reads the stream); it is one call."""
+    llm = MockLLM(max_tokens=4)
+
+    async def main():
+        return "".join([r.delta async for r in await llm.astream_complete("four words, please")])
+
+    text = asyncio.run(main())
+    doc = tracer.get_trace(inst.last_trace_id).to_dict()
+    [call] = doc["llm_calls"]
+    assert call["raw_completion"] == text and call["streamed"] is True and call["name"] == "MockLLM"
+    assert doc["name"] == "MockLLM.astream_complete" and doc["totals"]["llm_calls"] == 1
+
+
 def test_chat_and_stream_chat(tracer, inst):
     llm = MockLLM(max_tokens=5)
     with tracer.trace(name="chat") as t:
