@@ -38,7 +38,7 @@ BAD_CALLS = [
     ("record_validation rule=5", lambda t: t.record_validation("t-1", rule=5, passed=True), r"rule", None),
     ("record_validation span_id=object()", lambda t: t.record_validation("t-1", rule="r", passed=True, span_id=object()),
      r"span_id", None),
-    ("find_traces limit='x'", lambda t: t.find_traces(limit="x"), r"limit", _x("TypeError")),
+    ("find_traces limit='x'", lambda t: t.find_traces(limit="x"), r"limit", None),
     ("find_traces limit=10**400", lambda t: t.find_traces(limit=10**400), r"limit", None),
     ("find_traces limit=-1", lambda t: t.find_traces(limit=-1), r"limit", None),
     ("find_traces since='yesterday-ish'", lambda t: t.find_traces(since="yesterday-ish"), r"since", None),
