@@ -135,19 +135,22 @@ def tool_spec(tool: Any) -> dict[str, Any]:
             "parameters": params}
 
 
-def raw_completion(content: Any, requests: list[dict[str, Any]] | None) -> Any:
+def raw_completion(content: Any, requests: list[dict[str, Any]] | None, refusal: str | None = None) -> Any:
     """The raw completion as SIGNALS.md keeps it: the model's text *and* its tool-call requests.
 
-    Text alone stays a string. An answer that asked for tools becomes content blocks: its text (if
-    any) as ``{"type": "text", "text"}`` and each request as ``{"type": "tool_call", "id", "name",
-    "args"}``, so an answer that is only tool calls is never ``""`` (which reads as a refusal).
-    Content that is blocks already (Anthropic's, with its ``tool_use`` blocks) is kept as it came."""
-    if not requests or isinstance(content, list):
+    Text alone stays as it came (a string, or the provider's content blocks: Anthropic's carry
+    their ``tool_use`` blocks already). An answer that asked for tools, or refused, becomes
+    ``{"content": text or None, "tool_calls": [{"id", "name", "args"}], "refusal": ...}`` (the keys
+    that apply), so an answer that is only tool calls is never ``""``, which reads as a refusal."""
+    if isinstance(content, list) or not (requests or refusal):
         return content
-    blocks: list[Any] = [{"type": "text", "text": content}] if content else []
-    blocks += [{"type": "tool_call", "id": r.get("id"), "name": r.get("name"), "args": tool_args(r.get("args"))}
-               for r in requests]
-    return blocks
+    out: dict[str, Any] = {"content": content if content else None}
+    if requests:
+        out["tool_calls"] = [{"id": r.get("id"), "name": r.get("name"), "args": tool_args(r.get("args"))}
+                             for r in requests]
+    if refusal:
+        out["refusal"] = refusal
+    return out
 
 
 def retries_reported(response: Any) -> int | None:

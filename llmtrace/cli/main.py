@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from llmtrace.base.config import DEFAULT_URL
 from llmtrace.base.errors import ConfigError, LLMTraceError
-from llmtrace.base.fields import ACTIONS, ALERT_RULES
+from llmtrace.base.fields import ACTIONS, ALERT_RULES, STATUSES
 from llmtrace.cli.output import add_output_flags, col, console, emit, ms, pct, usd
 
 
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a call used this model (name or exact version)")
     p.add_argument("--prompt-version")
     p.add_argument("--user", help="a user id (hashed like the stored one) or a stored hash u_...")
-    p.add_argument("--status", choices=["ok", "error", "open"])
+    p.add_argument("--status", choices=STATUSES)
     p.add_argument("--error-type", help="a span failed with this error type (timeout, rate_limit, auth, ...)")
     p.add_argument("--validation-failed", action="store_true", help="a parse or validation check failed")
     p.add_argument("--action", help="the user's last action (accepted, edited, retried, abandoned), or any feedback "

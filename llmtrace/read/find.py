@@ -21,13 +21,12 @@ import sqlalchemy as sa
 
 from llmtrace.base.cost import PriceBook
 from llmtrace.base.errors import ConfigError
-from llmtrace.base.fields import ACTIONS, FEEDBACK_ACTIONS
+from llmtrace.base.fields import ACTIONS, FEEDBACK_ACTIONS, STATUSES
 from llmtrace.base.serialize import loads
 from llmtrace.read.document import _sum, iso
 from llmtrace.store import schema as S
 from llmtrace.store.engine import Database, utcnow
 
-STATUSES = ("ok", "error", "open")
 ORDERS = ("newest", "oldest")
 # the filters find_traces takes (besides limit, since, until), with what each one is
 FILTERS = {
@@ -140,9 +139,7 @@ def _where(since: datetime | None, until: datetime | None, f: dict[str, Any]) ->
     if until is not None:
         where.append(t.c.started_at < until)
     status = f.get("status")
-    if status == "open":
-        where.append(t.c.status.is_(None))
-    elif status is not None:
+    if status is not None:
         where.append(t.c.status == status)
     if "min_latency_ms" in f:
         where.append(t.c.latency_ms >= f["min_latency_ms"])
@@ -292,7 +289,7 @@ def _describe(conn: sa.Connection, traces: Sequence[sa.Row], prices: PriceBook) 
         return []
     calls: dict[str, list] = {}
     stmt = sa.select(c.c.trace_id, c.c.model, c.c.model_version, c.c.provider, c.c.started_at, c.c.input_tokens,
-                     c.c.output_tokens, c.c.input_cached_tokens).where(c.c.trace_id.in_(ids))
+                     c.c.output_tokens, c.c.input_cached_tokens, c.c.input_cache_write_tokens).where(c.c.trace_id.in_(ids))
     for r in conn.execute(stmt):
         calls.setdefault(r.trace_id, []).append(r)
     actions: dict[str, str] = {}
@@ -311,7 +308,8 @@ def _describe(conn: sa.Connection, traces: Sequence[sa.Row], prices: PriceBook) 
     for tr in traces:
         mine = calls.get(tr.trace_id, [])
         costs = [prices.cost(model=r.model, version=r.model_version, provider=r.provider, input_tokens=r.input_tokens,
-                             output_tokens=r.output_tokens, cached_tokens=r.input_cached_tokens, at=r.started_at)
+                             output_tokens=r.output_tokens, cached_tokens=r.input_cached_tokens,
+                             cache_write_tokens=r.input_cache_write_tokens, at=r.started_at)
                  for r in mine]
         out.append({
             "trace_id": tr.trace_id, "name": tr.name, "started_at": iso(tr.started_at), "status": tr.status or "open",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from operator import itemgetter
+from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,24 +28,24 @@ from llmtrace.base.cost import PriceBook
 from llmtrace.base.errors import ConfigError
 from llmtrace.base.fields import ACTIONS
 from llmtrace.base.stats import percentile
-from llmtrace.read.queries import AT, failed_validations, iter_calls, last_actions, parse_time
+from llmtrace.read.queries import CallRow, failed_validations, iter_calls, last_actions, parse_time
 from llmtrace.store import schema as S
 from llmtrace.store.engine import Database
 
 DIMENSIONS = ("model", "version", "provider", "feature", "team", "user", "prompt-version", "environment",
               "day", "hour", "turn")
 _ORDERED = ("day", "hour", "turn")  # groups sorted by key, not by size
-_KEY: dict[str, Callable[[tuple], Any]] = {  # dimension -> how a call tuple (see _query.CALL_COLUMNS) gives its value
-    "model": itemgetter(AT["model"]),
-    "version": itemgetter(AT["model_version"]),
-    "provider": itemgetter(AT["provider"]),
-    "feature": itemgetter(AT["feature"]),
-    "team": itemgetter(AT["team"]),
-    "user": itemgetter(AT["user_hash"]),
-    "prompt-version": itemgetter(AT["prompt_version"]),
-    "environment": itemgetter(AT["environment"]),
-    "day": lambda r: r[AT["started_at"]][:10] if r[AT["started_at"]] else None,
-    "hour": lambda r: r[AT["started_at"]][:13].replace(" ", "T") + ":00" if r[AT["started_at"]] else None,
+_KEY: dict[str, Callable[[CallRow], Any]] = {  # dimension -> its value in a call (queries.CallRow)
+    "model": attrgetter("model"),
+    "version": attrgetter("model_version"),
+    "provider": attrgetter("provider"),
+    "feature": attrgetter("feature"),
+    "team": attrgetter("team"),
+    "user": attrgetter("user_hash"),
+    "prompt-version": attrgetter("prompt_version"),
+    "environment": attrgetter("environment"),
+    "day": lambda r: r.started_at[:10] if r.started_at else None,
+    "hour": lambda r: r.started_at[:13].replace(" ", "T") + ":00" if r.started_at else None,
 }
 PERCENTILES = (50, 95, 99)
 _MISSING = object()
@@ -87,8 +87,8 @@ class _View:
 
     def __init__(self, dims: tuple[str, ...], turns: dict[str, int]) -> None:
         self.dims = dims
-        keyers = [(lambda r: turns.get(r[1])) if d == "turn" else _KEY[d] for d in dims]
-        self.key: Callable[[tuple], Any] = (
+        keyers = [(lambda r: turns.get(r.trace_id)) if d == "turn" else _KEY[d] for d in dims]
+        self.key: Callable[[CallRow], Any] = (
             (lambda r: ()) if not keyers else keyers[0] if len(keyers) == 1 else (lambda r: tuple(k(r) for k in keyers)))
         self.groups: dict[Any, _Group] = {}
         self.last_call: dict[str, tuple] = {}  # trace with a trace-level failed check -> (started, span, group)
@@ -118,8 +118,9 @@ def compute_views(store: Database, prices: PriceBook, *, views: Iterable[str | I
         views_ = [_View(dims, turns) for dims in all_dims]
         todo = [v for i, v in enumerate(views_) if source[i] is None]
         for r in iter_calls(conn, since=since, until=until, **filters):
-            (span_id, trace_id, started_at, model, version, provider, inp, out, cached, latency, ttft, status,
-             error_type) = r[:13]
+            span_id, trace_id, started_at, inp, out = r.span_id, r.trace_id, r.started_at, r.input_tokens, r.output_tokens
+            model, version, provider = r.model, r.model_version, r.provider
+            latency, ttft, status, error_type = r.latency_ms, r.ttft_ms, r.status, r.error_type
             cost = None
             if inp is not None or out is not None:
                 pkey = (model, version, provider, started_at[:10] if started_at else None)
@@ -127,7 +128,7 @@ def compute_views(store: Database, prices: PriceBook, *, views: Iterable[str | I
                 if price is _MISSING:
                     price = pricers[pkey] = prices.pricer(model=model, version=version, provider=provider,
                                                           at=parse_time(started_at))
-                cost = price(inp, out, cached) if price else None
+                cost = price(inp, out, r.input_cached_tokens, r.input_cache_write_tokens) if price else None
             for view in todo:
                 key = view.key(r)
                 g = view.groups.get(key)

@@ -16,6 +16,8 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
+from llmtrace.base.fields import STATUSES
+
 # capture/redact.py writes placeholders such as [EMAIL], [CARD:1a2b3c4d], [SECRET], [PROCESSOR_FAILED]
 _PLACEHOLDER = re.compile(r"\[(?:[A-Z][A-Z0-9_]{1,40})(?::[0-9a-f]{4,64})?\]")
 MISSING = {
@@ -33,7 +35,7 @@ def environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(content=content, ms=ms, usd=usd, num=num, when=when, ago=ago, jsonish=jsonish, short=short,
                        missing=missing_label, qs=query_string, pathq=quote_path)
-    env.globals.update(MISSING=MISSING)
+    env.globals.update(MISSING=MISSING, statuses=STATUSES)
     return env
 
 

@@ -80,7 +80,7 @@ BAD_CALLS = [  # (method, kwargs, what the message must say)
     ("find_traces", {"min_latency_ms": float("nan")}, "min_latency_ms must be a number of milliseconds"),
     ("find_traces", {"feature": 5}, "feature must be a feature name (a str), not 5"),
     ("find_traces", {"validation_failed": "yes"}, "validation_failed must be True or False"),
-    ("find_traces", {"status": "broken"}, "status is one of ('ok', 'error', 'open')"),
+    ("find_traces", {"status": "broken"}, "status is one of ('ok', 'error')"),
     ("find_traces", {"action": "liked"}, "a user's action is one of ('accepted', 'edited', 'retried', 'abandoned', "
                                          "'rated') or a custom action recorded in this store"),
     ("find_traces", {"text": "  "}, "text search needs some words"),

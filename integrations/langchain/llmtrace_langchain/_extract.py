@@ -259,9 +259,7 @@ def _raw(gen: Any, msg: Any, requests: list[dict[str, Any]]) -> Any:
     if isinstance(content, list):  # content blocks (Anthropic): a streamed tool_use block is merged
         content = [_block(b, requests) for b in content]
     refusal = (getattr(msg, "additional_kwargs", None) or {}).get("refusal") if msg is not None else None
-    if refusal and not content:
-        content = [{"type": "refusal", "refusal": refusal}]
-    return raw_completion(content, requests)
+    return raw_completion(content, requests, refusal)
 
 
 def _block(block: Any, requests: list[dict[str, Any]]) -> Any:
@@ -344,11 +342,9 @@ def _openai_answer(body: dict) -> dict[str, Any]:
     message = choice.get("message") or {}
     requests = [{"id": c.get("id"), "name": (c.get("function") or {}).get("name"),
                  "args": (c.get("function") or {}).get("arguments")} for c in message.get("tool_calls") or []]
-    content = message.get("content")
-    if message.get("refusal") and not content:
-        content = [{"type": "refusal", "refusal": message["refusal"]}]
     return {"model_version": body.get("model"), "tokens": tokens_from_usage(body.get("usage")),
-            "finish_reason": choice.get("finish_reason"), "raw_completion": raw_completion(content, requests),
+            "finish_reason": choice.get("finish_reason"),
+            "raw_completion": raw_completion(message.get("content"), requests, message.get("refusal")),
             "tool_requests": requests or None}
 
 
