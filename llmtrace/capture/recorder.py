@@ -271,8 +271,15 @@ class Recorder:
             shown = content and trace.capture != "metadata"  # (metadata: no content, not even here)
             L.debug_print(rows.llm_calls[-1], self.content.processed(trace.capture, content) if shown else {})
         self.content.queue(span.span_id, trace.trace_id, trace.capture, trace.strings, content, rows)
+        if (kind == "llm" and status == "error" and error_from is None and extra and error is not None
+                and error["type"] != "cancelled" and (extra.get("first_token_ns") or extra.get("streamed_text"))):
+            # A stream that failed after the app had received part of it: the failure reached the app
+            # too (after the first chunk no fallback can take over; LlamaIndex's engines re-raise it in
+            # the reader, on another thread, maybe after the request's span ended ok). The consumer
+            # closing a stream early is not a failure of the request.
+            trace.stream_failed = True
         if span.is_root:
-            self._root_end(span, t, latency, status, rows)
+            self._root_end(span, t, latency, "error" if trace.stream_failed else status, rows)
         elif trace.roots_open <= 0 and trace.ended_ns is not None:  # a late child: its trace ended before it
             self.rows.late_trace(rows, trace, t, failed=status == "error" and error_from is None)
             trace.ended_ns = max(trace.ended_ns, t)

@@ -63,7 +63,7 @@ class TraceState:
     """A live trace: its attributes and what its spans left for later spans to link to."""
 
     __slots__ = ("trace_id", "attrs", "capture", "retrievers", "llm_calls", "requests", "tool_ms", "text_tools",
-                 "errors", "failed_tasks", "roots_open", "ended_ns", "fresh", "strings")
+                 "errors", "failed_tasks", "stream_failed", "roots_open", "ended_ns", "fresh", "strings")
 
     def __init__(self, trace_id: str, attrs: dict[str, Any], capture: str) -> None:
         self.trace_id = trace_id
@@ -76,6 +76,7 @@ class TraceState:
         self.text_tools: dict[str, float] = {}  # LLM span id -> time in the tools it asked for in text
         self.errors: dict[int, list[Any]] = {}  # id(exception) -> [exception, span id where it started, counted]
         self.failed_tasks: dict[tuple[Any, str, str], int] = {}  # (parent, name, task) -> attempts that failed
+        self.stream_failed = False  # a model's stream failed after the app had received part of it
         self.roots_open = 0
         self.ended_ns: int | None = None  # when the last root ended (a late child may end after it)
         self.fresh = False  # a generated id that no row can have yet: insert without looking
