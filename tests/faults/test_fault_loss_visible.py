@@ -25,7 +25,6 @@ def _says_loss(stderr: str) -> bool:
     return any(any(w in line.lower() for w in LOSS_WORDS) for line in _llmtrace_lines(stderr))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 5: dropped records are only counted in tracer.health()")
 def test_dropped_records_are_reported_on_stderr_once(sqlite_url, sqlite_lock, child):
     with llmtrace.Tracer(sqlite_url) as t:
         t.schema_version()
@@ -38,7 +37,6 @@ def test_dropped_records_are_reported_on_stderr_once(sqlite_url, sqlite_lock, ch
     assert len(_llmtrace_lines(c.stderr)) <= 6, c.stderr  # rate-limited: not a line per record
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 5: failed writes are only counted in tracer.health()")
 def test_failed_writes_are_reported_on_stderr_once(child):
     url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"  # connection refused
     c = child("loss", url=url, mode="fail", n=20, flush_timeout=3)

@@ -66,7 +66,6 @@ def _trace_ids(url: str) -> set[str]:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-@pytest.mark.xfail(strict=True, reason="issue 17 item 8: concurrent schema creation races (table already exists)")
 def test_processes_opening_a_fresh_database_at_once_all_succeed_with_one_schema(backend, racers, tmp_path, request):
     failures = []
     for round_ in range(ROUNDS[backend]):
@@ -93,7 +92,6 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed_with_one_schema(
     assert failures == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 8: a database newer than the code is written into")
 def test_a_database_newer_than_the_code_is_refused_with_a_clear_error(sqlite_url):
     with llmtrace.Tracer(sqlite_url) as t:
         known = t.schema_version()
