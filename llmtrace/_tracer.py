@@ -211,7 +211,7 @@ class Tracer:
     def get_trace(self, trace_id: str):
         """The recorded trace; ``.to_dict()`` is the SIGNALS.md document. Raises ``TraceNotFound``."""
         if isinstance(trace_id, str):
-            trace_id = storable_text(trace_id)  # (as it was stored: a lone surrogate escaped)
+            trace_id = storable_text(trace_id, nul=self._store.dialect == "postgresql")  # (as stored)
         return self._read().get_trace(trace_id)
 
     def export_eval_set(self, path: str, *, format: str = "jsonl", **filters: Any) -> int:

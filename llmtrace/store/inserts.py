@@ -389,9 +389,12 @@ def content_owners(body: str | None) -> list[str]:
 
 # -- values the driver cannot send ------------------------------------------------------------
 
-def storable_text(text: str) -> str:
+def storable_text(text: str, nul: bool = False) -> str:
     """``text`` as every database can store it: lone surrogates (which no UTF-8 encoder takes)
-    become ``\\udXXX`` escapes, as content's JSON writes them; anything else is unchanged."""
+    become ``\\udXXX`` escapes, as content's JSON writes them; ``nul`` (PostgreSQL, whose text
+    cannot hold it): NUL becomes ``\\u0000``. Anything else is returned unchanged."""
+    if nul and "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
     if text.isascii():
         return text
     try:
@@ -401,21 +404,21 @@ def storable_text(text: str) -> str:
     return text
 
 
-def make_storable(rows: Rows) -> int:
-    """Make every string of every row storable, in place; returns how many were changed.
-    (A cheap check first: ASCII text, nearly all of it, is passed over at C speed.)"""
+def make_storable(rows: Rows, nul: bool = False) -> int:
+    """Make every string of every row storable (``storable_text``), in place; returns how many
+    were changed. (A cheap check first: ASCII text, nearly all of it, is passed over at C speed.)"""
     changed = 0
     for _name, batch in rows.items():
         for row in batch:
             for key, value in row.items():
-                if type(value) is str and not value.isascii():
-                    fixed = storable_text(value)
-                    if fixed is not value:
+                if type(value) is str and (not value.isascii() or (nul and "\x00" in value)):
+                    fixed = storable_text(value, nul)
+                    if fixed != value:
                         row[key] = fixed
                         changed += 1
     if changed:
         for entry in rows.content_digests:
-            entry[1] = storable_text(entry[1])
+            entry[1] = storable_text(entry[1], nul)
     return changed
 
 
