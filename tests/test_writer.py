@@ -290,3 +290,37 @@ def test_no_column_has_a_database_default():
     # a column with a server default would silently get that default instead.
     for table in S.METADATA.sorted_tables:
         assert [c.name for c in table.columns if c.server_default is not None] == [], table.name
+
+
+def test_data_loss_is_said_at_once_then_at_most_once_a_minute_per_kind(recwarn):
+    from llmtrace.capture.loss import LossReporter
+
+    now = [100.0]
+    loss = LossReporter(clock=lambda: now[0])  # (time moved by hand: no sleeping)
+    loss.report("dropped", "llmtrace: 1 record(s) dropped so far")
+    loss.report("dropped", "llmtrace: 2 record(s) dropped so far")  # within the minute: held
+    loss.report("spilled", "llmtrace: 10 row(s) spilled")  # another kind: said at once
+    now[0] += 59
+    loss.report("dropped", "llmtrace: 3 record(s) dropped so far")
+    said = [str(w.message) for w in recwarn.list]
+    assert said == ["1 record(s) dropped so far", "10 row(s) spilled"]
+    assert all(w.category is llmtrace.DataLossWarning and w.filename == "llmtrace" for w in recwarn.list)
+    now[0] += 2
+    loss.report("dropped", "llmtrace: 4 record(s) dropped so far")  # a minute after the last: said
+    loss.report("dropped", "llmtrace: 5 record(s) dropped so far")
+    loss.say_held()  # (at close: the latest of what was held)
+    assert [str(w.message) for w in recwarn.list][2:] == ["4 record(s) dropped so far", "5 record(s) dropped so far"]
+
+
+def test_data_loss_warnings_can_be_silenced_and_never_raise(recwarn):
+    import warnings
+
+    from llmtrace.capture.loss import LossReporter
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=llmtrace.DataLossWarning)
+        LossReporter().report("dropped", "llmtrace: 1 record(s) dropped")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (python -W error): still never raised into the app
+        LossReporter().report("dropped", "llmtrace: 1 record(s) dropped")
+    assert recwarn.list == []

@@ -208,9 +208,14 @@ class Backlog:
     def has_work(self) -> bool:
         return bool(self.taken is not None or self.readers or self.memory)
 
+    def covered(self, seq: int) -> bool:
+        """Batch ``seq`` and everything before it is written, foreign spill files included (they
+        hold records of this database that are older than anything of ours)."""
+        return self.done_seq >= seq and not any(not r.own for r in self.readers)
+
     def wait_done(self, seq: int, timeout: float | None) -> bool:
         with self.cond:
-            return self.cond.wait_for(lambda: self.done_seq >= seq or self.closed, timeout) and self.done_seq >= seq
+            return self.cond.wait_for(lambda: self.covered(seq) or self.closed, timeout) and self.covered(seq)
 
     # -- the end ------------------------------------------------------------------------------
 

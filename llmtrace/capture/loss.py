@@ -69,7 +69,7 @@ class LossReporter:
         logger.warning(message)
         if not self.warn:
             return
-        try:
-            warnings.warn(message, DataLossWarning, stacklevel=2)
+        try:  # one line on stderr: "llmtrace:0: DataLossWarning: ..." (no source line of ours under it)
+            warnings.warn_explicit(message.removeprefix("llmtrace: "), DataLossWarning, "llmtrace", 0, module="llmtrace")
         except Exception:  # noqa: BLE001 - warnings turned into errors (-W error) must not reach the app
             logger.opt(exception=False).error("llmtrace: the data-loss warning could not be shown")

@@ -157,7 +157,7 @@ class Sink:
         """Write batches, oldest first, until none is left (or ``until_seq`` is written). False
         when a try failed or ``deadline`` came: the batch stays first. Holds ``io_lock``."""
         while not self.stop_event.is_set():
-            if until_seq is not None and self.backlog.done_seq >= until_seq:
+            if until_seq is not None and self.backlog.covered(until_seq):
                 return True
             batch = self.backlog.take()
             if batch is None:
@@ -179,7 +179,7 @@ class Sink:
                 self._note_error(exc)
                 kind = transient(exc)
                 if kind == BAD:  # a statement refused the batch: rolled back, nothing committed
-                    if make_storable(batch.rows):
+                    if make_storable(batch.rows, nul=self.store.dialect == "postgresql"):
                         continue  # (lone surrogates escaped: at once again)
                     return self._row_by_row(batch, deadline)
                 batch.replay = True  # (it may have failed at COMMIT, after the database had it)
@@ -292,11 +292,11 @@ class Sink:
         the busy timeout) write here if no one else is writing, which spares the hand-off to the
         writing thread; otherwise wait for it. Never past ``deadline``."""
         backlog = self.backlog
-        if backlog.done_seq >= seq:
+        if backlog.covered(seq):
             return True
         if self.store.dialect == "sqlite" and self.io_lock.acquire(blocking=False):
             try:
-                if self.write(deadline, until_seq=seq) and backlog.done_seq >= seq:
+                if self.write(deadline, until_seq=seq) and backlog.covered(seq):
                     return True
             finally:
                 self.io_lock.release()

@@ -96,6 +96,7 @@ class Writer:
         in_memory = store.dialect == "sqlite" and (url.database or "") in ("", ":memory:")
         directory = None if in_memory else spill_path(spill_dir, store.display_url)
         self.backlog = Backlog(directory, store.display_url)
+        self.backlog.find_foreign()  # (a directory listing, usually of nothing: spill files a flush must cover)
         self.sink = Sink(store, self.backlog, self.counters, audit=recorder.audit, retries=retries, loss=self.loss,
                          problem=self.problem, purge_interval=purge_interval, clock=clock)
         self._last_sweep = clock()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 import sqlalchemy as sa
 from fakes import ScriptedChatModel, answer, simple_chain
 

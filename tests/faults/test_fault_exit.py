@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 import uuid
 
-import pytest
-
 import llmtrace
 
 from .faultkit import trace_rows

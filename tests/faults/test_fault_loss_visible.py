@@ -8,8 +8,6 @@ once per record. Each case runs in a fresh process with default settings; its st
 
 from __future__ import annotations
 
-import pytest
-
 import llmtrace
 
 from .faultkit import free_port, sqlite_path

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from fakes import ScriptedChatModel, answer, simple_chain
 
 import llmtrace

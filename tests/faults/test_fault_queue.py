@@ -14,7 +14,6 @@ import statistics
 import threading
 import time
 
-import pytest
 from fakes import ScriptedChatModel, answer, simple_chain
 
 import llmtrace
