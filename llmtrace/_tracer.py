@@ -312,7 +312,7 @@ class Tracer:
 
     def _after_fork(self) -> None:
         # The child has the parent's queue but no writer threads: the parent writes its own events.
-        self._store.dispose(close=False)
+        self._store.after_fork()
         self._writer.after_fork()
 
 

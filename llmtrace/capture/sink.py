@@ -37,6 +37,7 @@ from llmtrace.store.inserts import Rows, content_owners, make_storable, storable
 ATTEMPT_S = 5.0  # one try of the writing thread waits at most this long for a lock
 RETRY_FIRST_S = 0.05
 RETRY_CAP_S = 2.0  # backoff between tries while the database is away: capped, so it is back in use soon
+SCAN_EVERY_S = 30.0  # the spill directory is looked at again this often (when idle)
 DONE, LATER = True, False
 
 
@@ -76,14 +77,16 @@ class Sink:
         self.io_lock = threading.Lock()  # whoever writes (this thread, or a flush helping on SQLite)
         self.waiters = 0  # flushes waiting: write as soon as possible (bound parameters) rather than unobtrusively
         self.stop_event = threading.Event()
+        self.kick = threading.Event()  # a flush is waiting: try again now rather than after the backoff
         self.thread: threading.Thread | None = None
         self.checkpointer = Checkpointer(store, problem) if Checkpointer.wanted(store) else None
         self.failing_since: float | None = None
         self._connection: Any = None  # the DBAPI connection of the try in progress (to interrupt it)
-        self._last_purge = clock()
+        self._last_purge = self._last_scan = clock()
 
     def start(self) -> None:
         self.stop_event = threading.Event()
+        self.kick = threading.Event()
         self.thread = threading.Thread(target=self._run, name="llmtrace-sink", daemon=True)
         self.thread.start()
         if self.checkpointer is not None:
@@ -94,6 +97,7 @@ class Sink:
 
     def stop(self, timeout: float) -> None:
         self.stop_event.set()
+        self.kick.set()
         with self.backlog.cond:
             self.backlog.cond.notify_all()
         try:
@@ -112,7 +116,8 @@ class Sink:
         delay = 0.0
         while not self.stop_event.is_set():
             if delay:
-                self.stop_event.wait(delay)
+                self.kick.wait(delay)
+                self.kick.clear()
             else:
                 with self.backlog.cond:
                     self.backlog.cond.wait_for(lambda: self.backlog.has_work() or self.stop_event.is_set(),
@@ -137,8 +142,10 @@ class Sink:
         return taken.failures if taken is not None else 1
 
     def _housekeeping(self) -> None:
-        if not self.backlog.has_work() and self.backlog.find_foreign():
-            return
+        if self.clock() - self._last_scan >= SCAN_EVERY_S and not self.backlog.has_work():
+            self._last_scan = self.clock()  # (spill files another process left since: written too)
+            if self.backlog.find_foreign():
+                return
         if self.purge_interval and self.clock() - self._last_purge >= self.purge_interval:
             self._last_purge = self.clock()
             try:
@@ -302,6 +309,7 @@ class Sink:
                 self.io_lock.release()
         with backlog.cond:
             backlog.cond.notify_all()  # (the writing thread: there is work)
+        self.kick.set()
         remaining = None if deadline is None else max(0.0, deadline - self.clock())
         return backlog.wait_done(seq, remaining)
 

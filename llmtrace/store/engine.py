@@ -377,6 +377,11 @@ class Database:
     def dispose(self, close: bool = True) -> None:
         self.engine.dispose(close=close)
 
+    def after_fork(self) -> None:
+        """In a forked child: new connections (the parent's stay the parent's), a lock nobody holds."""
+        self.engine.dispose(close=False)
+        self._lock = threading.Lock()
+
 
 _MIGRATION_LOCK_KEY = zlib.crc32(b"llmtrace migrations")  # the PostgreSQL advisory lock's key
 
