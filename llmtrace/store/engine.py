@@ -258,8 +258,8 @@ class Database:
     def _refuse_newer(self, version: int) -> None:
         if version > S.SCHEMA_VERSION:
             raise StoreError(f"{self.display_url} has llmtrace schema version {version}, newer than this llmtrace "
-                             f"({S.SCHEMA_VERSION}): upgrade llmtrace (pip install -U llmtrace-core) to use it; "
-                             "nothing was written to it")
+                             f"({S.SCHEMA_VERSION}): upgrade llmtrace (pip install -U llmtrace-core) to use it"
+                             + ("; nothing was written to it" if self.create else ""))
 
     def _applied(self, conn: sa.Connection) -> set[int] | None:
         """The migrations recorded in the database; None when it has no migrations table yet."""
