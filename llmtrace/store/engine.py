@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -83,13 +85,30 @@ def _network_timeouts(url: sa.URL) -> dict:
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     try:
-        cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        _wal(cur)  # readers never block the writer
         cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         cur.execute("PRAGMA foreign_keys=OFF")
     finally:
         cur.close()
+
+
+def _wal(cur: sqlite3.Cursor, wait_s: float = 5.0) -> None:
+    """Switch the file to write-ahead logging, once (the mode is kept in the file). The switch needs
+    the file to itself and SQLite does not wait for it (no busy handler): processes opening a fresh
+    file at once are told "database is locked" at once, so it is tried again for a while."""
+    if cur.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 # -- what a failed write means ----------------------------------------------------------------
