@@ -75,7 +75,7 @@ def outage_loss(pg: str, seconds: float) -> dict:
     return {"recorded": len(ids), "lost": len(set(ids) - set(stored)), "stored": len(stored),
             "out_of_order": stored != [t for t in ids if t in set(stored)],
             "incomplete": sum(1 for t in stored if spans.get(t) != 4), "flushed": flushed, "flush_s": flush_s,
-            "dropped": health["dropped"], "failed_rows": health["failed"]}
+            "dropped": health["dropped"], "failed_rows": health["failed"], "spilled": health.get("spilled", 0)}
 
 
 def _record_some(tracer, n: int = 5) -> None:
@@ -151,9 +151,10 @@ def exit_time(pg: str, tmp: str, give_up: float) -> tuple[float | None, str]:
     return took, stderr
 
 
-def stalled_memory(pg: str, n: int, size: int) -> dict:
+def stalled_memory(pg: str, n: int, size: int, tmp: str) -> dict:
     with FaultProxy(sa.engine.make_url(pg).port or 5432) as proxy:
-        c = Child("burst", url=proxy.via(pg), n=n, size=size, settings={"on_queue_full": "drop", "flush_interval_seconds": 0.05})
+        c = Child("burst", cwd=tmp, url=proxy.via(pg), n=n, size=size,
+                  settings={"on_queue_full": "drop", "flush_interval_seconds": 0.05})
         try:
             c.expect("ready", timeout=60)
             proxy.blackhole()
@@ -172,6 +173,8 @@ def main() -> None:
     why = server_reachable(args.pg)
     if why:
         sys.exit(f"bench/faults.py needs PostgreSQL: {why}")
+    # what the tracers here spill (records unwritten at close) goes to a directory of its own
+    os.environ.setdefault("LLMTRACE_SPILL_DIR", tempfile.mkdtemp(prefix="llmtrace-bench-spill-"))
     give_up = 15.0 if args.quick else 30.0
     exit_give_up = 20.0 if args.quick else 60.0
     events = 1_000 if args.quick else 3_000
@@ -186,7 +189,7 @@ def main() -> None:
         r = outage_loss(args.pg, seconds)
         print(f"   {seconds:>4.0f} s outage: lost {r['lost']} of {r['recorded']} traces ({r['lost'] / r['recorded']:.0%}); "
               f"incomplete {r['incomplete']}, out of order {r['out_of_order']}; flush -> {r['flushed']} in {r['flush_s']:.1f} s; "
-              f"health: dropped {r['dropped']}, failed rows {r['failed_rows']}")
+              f"health: dropped {r['dropped']}, failed rows {r['failed_rows']}, spilled rows {r['spilled']}")
 
     print("\n2. flush(timeout=1): time taken and result (goal: <= 1.5 s, False while anything is unwritten)")
     print("   setup: 5 traces + 5 feedbacks queued, writer thread idle (flush_interval_seconds=60), so the flush writes")
@@ -210,10 +213,12 @@ def main() -> None:
     print("\n4. peak memory while the writer is stalled (goal: bounded in bytes)")
     print(f"   setup: PostgreSQL blackholed, on_queue_full='drop', default queue_size; {events:,} record_feedback calls, "
           "each with a distinct 200 KB correction")
-    m = stalled_memory(args.pg, events, 200_000)
+    with tempfile.TemporaryDirectory() as tmp:  # (what it spills, ./llmtrace-spill, goes there)
+        m = stalled_memory(args.pg, events, 200_000, tmp)
     print(f"   offered {m['offered_bytes'] / MB:.0f} MB: RSS +{(m['peak_rss'] - m['rss_before']) / MB:.0f} MB at peak "
           f"(tracemalloc peak {m['traced_peak'] / MB:.0f} MB); queued {m['health']['queue_depth']:,}, "
-          f"dropped {m['health']['dropped']:,}; slowest call {m['slowest_call_s'] * 1000:.1f} ms")
+          f"dropped {m['health']['dropped']:,}, spilled rows {m['health'].get('spilled', 0):,}; "
+          f"slowest call {m['slowest_call_s'] * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

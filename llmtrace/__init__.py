@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger as _logger
 
-from llmtrace.base.errors import ConfigError, InvalidFeedback, LLMTraceError, StoreError, TraceNotFound
+from llmtrace.base.errors import ConfigError, DataLossWarning, InvalidFeedback, LLMTraceError, StoreError, TraceNotFound
 from llmtrace.capture.events import current_trace_id
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ __all__ = [
     "Alert",
     "AlertRules",
     "ConfigError",
+    "DataLossWarning",
     "FEEDBACK_ACTIONS",
     "InvalidFeedback",
     "LLMTraceError",

@@ -7,7 +7,9 @@ import contextvars
 import os
 import threading
 import time
+import warnings
 import weakref
+from collections.abc import Callable
 from typing import Any, Literal
 
 from loguru import logger
@@ -15,7 +17,7 @@ from loguru import logger
 from llmtrace.base.alerting import Alert, AlertEngine, AlertRules, AlertSink
 from llmtrace.base.config import CAPTURE_MODES, SETTING_NAMES, UNSET, Capture, Settings, _Unset, make_settings
 from llmtrace.base.cost import PriceBook, default_pricebook, prices_from_env
-from llmtrace.base.errors import ConfigError
+from llmtrace.base.errors import ConfigError, DataLossWarning
 from llmtrace.base.ids import ordered_id
 from llmtrace.base.privacy import USER_HASH_KEY, Processor
 from llmtrace.capture import events as E
@@ -27,6 +29,7 @@ from llmtrace.capture.redact import as_processor
 from llmtrace.capture.writer import Writer
 from llmtrace.read.facade import Store, check_id
 from llmtrace.store.engine import Database, new_secret
+from llmtrace.store.inserts import storable_text
 
 _MAX_ID = 128
 
@@ -93,7 +96,8 @@ class Tracer:
                  open_span_timeout_seconds: float | None = None, write_retries: int | None = None,
                  purge_interval_seconds: float | None = None, audit: bool | None = None,
                  redaction_hash: bool | None = None, alerts: bool | None = None,
-                 read_flush_timeout_seconds: float | None = None) -> None:
+                 read_flush_timeout_seconds: float | None = None, queue_max_bytes: int | None = None,
+                 spill_dir: str | None = None, exit_timeout_seconds: float | None = None) -> None:
         """Every setting but ``url`` is keyword-only; one left out (None) comes from its ``LLMTRACE_*``
         environment variable, else its default (see the README's settings table)."""
         settings = {k: v for k, v in locals().items()
@@ -136,7 +140,8 @@ class Tracer:
         return Writer(self._store, recorder, queue_size=s.queue_size, on_full=s.on_queue_full,
                       block_seconds=s.queue_block_seconds, batch_size=s.batch_size,
                       interval=s.flush_interval_seconds, retries=s.write_retries,
-                      open_span_timeout=s.open_span_timeout_seconds, purge_interval=s.purge_interval_seconds)
+                      open_span_timeout=s.open_span_timeout_seconds, purge_interval=s.purge_interval_seconds,
+                      max_bytes=s.queue_max_bytes, spill_dir=s.spill_dir)
 
     # -- used by integrations (private, but stable between llmtrace packages) -----------------
 
@@ -181,14 +186,16 @@ class Tracer:
         """
         trace_id = _check_id(trace_id)
         fields = feedback_fields(action, score, correction, comment, source)
-        self._submit((E.FEEDBACK, time.perf_counter_ns(), trace_id, fields))
+        size = _size(fields)
+        self._writer.submit_sized((E.FEEDBACK, time.perf_counter_ns(), trace_id, fields, size), size)
 
     def record_validation(self, trace_id: str, *, rule: str, passed: bool, detail: Any = None,
                           span_id: str | None = None) -> None:
         """Record the outcome of a validation rule your code ran over a trace's answer."""
         trace_id = _check_id(trace_id)
         fields = validation_fields(rule, passed, detail, span_id)
-        self._submit((E.VALIDATION, time.perf_counter_ns(), trace_id, fields))
+        size = _size(fields)
+        self._writer.submit_sized((E.VALIDATION, time.perf_counter_ns(), trace_id, fields, size), size)
 
     # -- reading (what is queued is written first; then the read facade answers) ----------------
 
@@ -203,6 +210,8 @@ class Tracer:
 
     def get_trace(self, trace_id: str):
         """The recorded trace; ``.to_dict()`` is the SIGNALS.md document. Raises ``TraceNotFound``."""
+        if isinstance(trace_id, str):
+            trace_id = storable_text(trace_id, nul=self._store.dialect == "postgresql")  # (as stored)
         return self._read().get_trace(trace_id)
 
     def export_eval_set(self, path: str, *, format: str = "jsonl", **filters: Any) -> int:
@@ -270,11 +279,14 @@ class Tracer:
         return self._read().verify_audit()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until everything recorded so far is written; False if ``timeout`` ran out first."""
+        """Block until everything recorded so far is written, ``timeout`` seconds at most (database
+        waits included). False if anything is still unwritten (queued, waiting for the database,
+        spilled to a local file) or was lost (dropped, quarantined) since the previous flush."""
         return self._writer.flush(timeout)
 
     def close(self, timeout: float | None = 10) -> None:
-        """Write what is queued, stop the writer and release the database."""
+        """Write what is queued (``timeout`` seconds at most), spill what is left to a local file
+        (said on stderr), stop the writer and release the database."""
         if self._closed:
             return
         self._closed = True
@@ -299,19 +311,19 @@ class Tracer:
         return f"Tracer({self._store.engine.url.render_as_string(hide_password=True)!r})"
 
     def _after_fork(self) -> None:
-        # The child has the parent's queue but no writer thread: the parent writes its own events.
-        self._writer.queue.clear()
-        self._writer.unwritten.clear()
-        self._store.dispose(close=False)
-        self._writer.wake = threading.Event()
-        self._writer.lock = threading.Lock()  # (a copy of a lock the parent's writer may have held)
-        self._writer.drainer = None
-        self._writer.counters.lock = threading.Lock()
-        self._writer.start()
+        # The child has the parent's queue but no writer threads: the parent writes its own events.
+        self._store.after_fork()
+        self._writer.after_fork()
 
 
 def _check_id(trace_id: Any) -> str:
     return check_id(trace_id, _MAX_ID)
+
+
+def _size(fields: dict[str, Any]) -> int:
+    """About what a feedback's or validation's fields hold (their text), counted against the
+    queue's byte bound while they wait: known here for the price of a few ``len`` calls."""
+    return 200 + sum(len(v) for v in fields.values() if isinstance(v, str))
 
 
 _default: Tracer | None = None
@@ -327,21 +339,38 @@ def default_tracer() -> Tracer:
         return _default
 
 
-def _drain_all() -> None:
-    for tracer in list(_live):
+def _drain_all(clock: Callable[[], float] = time.monotonic) -> None:
+    """At interpreter exit: every live tracer writes what it can within its ``exit_timeout_seconds``
+    (one deadline for all), then spills the rest and says so on stderr (``Tracer.close``)."""
+    tracers = list(_live)
+    if not tracers:
+        return
+    start = clock()
+    deadline = start + max(t.settings.exit_timeout_seconds for t in tracers)
+    for tracer in tracers:
+        left = min(tracer.settings.exit_timeout_seconds, deadline - clock())
         try:
-            if not tracer.flush(timeout=10):
-                logger.warning("llmtrace: exit drain timed out; health: {}", tracer.health())
-        except Exception:
-            pass
+            tracer.close(timeout=max(0.0, left))
+        except Exception as exc:  # never raised at exit; said, since records may be left behind
+            _say_problem("the exit drain", tracer, exc)
 
 
 def _reinit_after_fork() -> None:
     for tracer in list(_live):
         try:
             tracer._after_fork()
-        except Exception:
-            pass
+        except Exception as exc:  # the child goes on; its records would be lost: said
+            _say_problem("restarting the writer after fork()", tracer, exc)
+
+
+def _say_problem(what: str, tracer: Tracer, exc: Exception) -> None:
+    message = (f"llmtrace: {what} failed for {tracer!r} ({type(exc).__name__}): records it held may not be "
+               "written; see tracer.health()")
+    logger.error(message)
+    try:
+        warnings.warn(message, DataLossWarning, stacklevel=2)
+    except Exception:  # noqa: BLE001 - (-W error): the log line above stays
+        pass
 
 
 atexit.register(_drain_all)

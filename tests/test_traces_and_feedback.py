@@ -260,7 +260,8 @@ def test_health_counts_and_queue_full_policy(sqlite_url):
         h = t.health()
         assert h["queue_depth"] == 5 and h["dropped"] == 3 and h["writer_alive"] is False
         t._writer.start()
-        assert t.flush(10)
+        assert t.flush(10) is False  # written, but 3 records were dropped: the flush says so (issue 17 item 6)
+        assert t.flush(10)  # (nothing lost since)
         h = t.health()
         assert h["queue_depth"] == 0 and h["records_written"] == 5 and h["failed"] == 0
 
@@ -269,14 +270,17 @@ def test_database_down_is_counted_never_raised(tmp_path):
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     url = "postgresql+psycopg://nobody@127.0.0.1:1/none"
-    with llmtrace.Tracer(url, write_retries=1) as t:
+    with llmtrace.Tracer(url, write_retries=1, spill_dir=str(tmp_path)) as t:
         h = LLMTraceCallbackHandler(t)
         out = simple_chain(ScriptedChatModel(script=[answer("still answers")])).invoke(
             {"question": "q"}, config={"callbacks": [h]})
         assert out == "still answers"
-        assert t.flush(30)
+        assert t.flush(1) is False  # not written: the flush says so (issue 17 item 6)
         h = t.health()
-        assert h["failed"] > 0 and h["write_errors"] >= 1 and "OperationalError" in h["last_error"]
+        assert h["unwritten"] > 0 and h["write_errors"] >= 1 and "OperationalError" in h["last_error"]
+        t.close(timeout=0)  # what could not be written is kept in a local file, not dropped (issue 17 item 2)
+        h = t.health()
+        assert h["failed"] == 0 and h["spilled"] > 0 and h["spilled"] == h["unwritten"]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 import llmtrace
-from llmtrace.capture import writer as W
+from llmtrace.capture import sink as W  # (where batches are written: write_rows is patched there)
+from llmtrace.capture.backlog import Batch
 from llmtrace.store import inserts as I
 from llmtrace.store import schema as S
 from llmtrace.store.engine import Database
@@ -28,6 +29,12 @@ def _json_ok() -> bool:
 
 
 JSON_OK = _json_ok()
+
+
+@pytest.fixture(autouse=True)
+def _spill_here(tmp_path, monkeypatch):
+    """Records a test leaves unwritten go to its own directory, not the working directory."""
+    monkeypatch.setenv("LLMTRACE_SPILL_DIR", str(tmp_path / "spill"))
 NOW = 1_790_000_000_000_005_000  # 2026-09-21, 5 microseconds past the second: leading zeros matter
 TEXT = 'quotes " and \\ backslash, newline\nünïcödé ✓ 🚀, {"json": [1, 2]}'
 
@@ -109,9 +116,9 @@ def test_writer_binds_while_someone_waits_and_hands_sqlite_json_otherwise(sqlite
     modes = []
     real = W.write_rows
 
-    def spy(conn, rows, audit=False, unobtrusive=False):
+    def spy(conn, rows, audit=False, unobtrusive=False, replay=False):
         modes.append(unobtrusive)
-        return real(conn, rows, audit, unobtrusive)
+        return real(conn, rows, audit, unobtrusive, replay)
 
     monkeypatch.setattr(W, "write_rows", spy)
     tracer = llmtrace.Tracer(sqlite_url, flush_interval_seconds=60)
@@ -151,9 +158,9 @@ def test_flush_writes_on_the_calling_thread(sqlite_url, monkeypatch):
     threads = []
     real = W.write_rows
 
-    def spy(conn, rows, audit=False, unobtrusive=False):
+    def spy(conn, rows, audit=False, unobtrusive=False, replay=False):
         threads.append(threading.current_thread())
-        return real(conn, rows, audit, unobtrusive)
+        return real(conn, rows, audit, unobtrusive, replay)
 
     monkeypatch.setattr(W, "write_rows", spy)
     with llmtrace.Tracer(sqlite_url, flush_interval_seconds=60) as tracer:
@@ -168,11 +175,11 @@ def test_a_flush_that_runs_out_of_time_leaves_the_batch_to_the_writer(sqlite_url
     failures = {"left": 2}
     real = W.write_rows
 
-    def flaky(conn, rows, audit=False, unobtrusive=False):
+    def flaky(conn, rows, audit=False, unobtrusive=False, replay=False):
         if failures["left"]:
             failures["left"] -= 1
             raise sa.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
-        return real(conn, rows, audit, unobtrusive)
+        return real(conn, rows, audit, unobtrusive, replay)
 
     monkeypatch.setattr(W, "write_rows", flaky)
     with llmtrace.Tracer(sqlite_url, flush_interval_seconds=0.05, write_retries=3) as tracer:
@@ -191,11 +198,11 @@ def test_a_flush_interrupted_mid_batch_loses_nothing(sqlite_url, monkeypatch):
     calls = {"n": 0}
     real = W.write_rows
 
-    def interrupted_once(conn, rows, audit=False, unobtrusive=False):
+    def interrupted_once(conn, rows, audit=False, unobtrusive=False, replay=False):
         calls["n"] += 1
         if calls["n"] == 1:
             raise KeyboardInterrupt
-        return real(conn, rows, audit, unobtrusive)
+        return real(conn, rows, audit, unobtrusive, replay)
 
     monkeypatch.setattr(W, "write_rows", interrupted_once)
     with llmtrace.Tracer(sqlite_url, flush_interval_seconds=60) as tracer:
@@ -249,10 +256,12 @@ def test_a_duplicate_row_costs_itself_not_its_batch(sqlite_url):
         rows = _rows()
         already = Rows()
         already.spans.append(dict(rows.spans[1]))  # (a span id the batch below carries again)
-        assert tracer._writer._write(already, None, unobtrusive=False)
-        assert tracer._writer._write(rows, None, unobtrusive=False)
+        sink = tracer._writer.sink
+        assert sink.attempt(Batch(already, None, 0), None)
+        assert sink.attempt(Batch(rows, None, 0), None)
         h = tracer.health()
         assert h["failed"] == 1 and h["write_errors"] == 2 and "IntegrityError" in h["last_error"]  # (batch, row)
+        assert h["quarantined"] == 1 and list(h["quarantine_reasons"]) == [h["last_error"]]
         stored = _dump(tracer._store)
     assert {name: len(v) for name, v in stored.items()} == {t.name: 3 for t in (*I.TABLES.values(), S.traces)}
 
@@ -281,3 +290,37 @@ def test_no_column_has_a_database_default():
     # a column with a server default would silently get that default instead.
     for table in S.METADATA.sorted_tables:
         assert [c.name for c in table.columns if c.server_default is not None] == [], table.name
+
+
+def test_data_loss_is_said_at_once_then_at_most_once_a_minute_per_kind(recwarn):
+    from llmtrace.capture.loss import LossReporter
+
+    now = [100.0]
+    loss = LossReporter(clock=lambda: now[0])  # (time moved by hand: no sleeping)
+    loss.report("dropped", "llmtrace: 1 record(s) dropped so far")
+    loss.report("dropped", "llmtrace: 2 record(s) dropped so far")  # within the minute: held
+    loss.report("spilled", "llmtrace: 10 row(s) spilled")  # another kind: said at once
+    now[0] += 59
+    loss.report("dropped", "llmtrace: 3 record(s) dropped so far")
+    said = [str(w.message) for w in recwarn.list]
+    assert said == ["1 record(s) dropped so far", "10 row(s) spilled"]
+    assert all(w.category is llmtrace.DataLossWarning and w.filename == "llmtrace" for w in recwarn.list)
+    now[0] += 2
+    loss.report("dropped", "llmtrace: 4 record(s) dropped so far")  # a minute after the last: said
+    loss.report("dropped", "llmtrace: 5 record(s) dropped so far")
+    loss.say_held()  # (at close: the latest of what was held)
+    assert [str(w.message) for w in recwarn.list][2:] == ["4 record(s) dropped so far", "5 record(s) dropped so far"]
+
+
+def test_data_loss_warnings_can_be_silenced_and_never_raise(recwarn):
+    import warnings
+
+    from llmtrace.capture.loss import LossReporter
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=llmtrace.DataLossWarning)
+        LossReporter().report("dropped", "llmtrace: 1 record(s) dropped")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (python -W error): still never raised into the app
+        LossReporter().report("dropped", "llmtrace: 1 record(s) dropped")
+    assert recwarn.list == []

@@ -21,7 +21,8 @@ class Settings:
     content_ttl_days: float | None = 30
     queue_size: int = 100_000
     on_queue_full: str = "block"  # block up to queue_block_seconds, then drop and count
-    queue_block_seconds: float = 0.05
+    queue_block_seconds: float = 0.05  # per recording thread and call, in all (not per event)
+    queue_max_bytes: int = 64 << 20  # records waiting in memory (queued + converted, unwritten); past it: spill
     batch_size: int = 5_000  # events per write; the writer also wakes when this many wait
     flush_interval_seconds: float = 1.0  # the writer writes at least this often (flush() for now)
     max_field_chars: int = 1_000_000
@@ -35,6 +36,8 @@ class Settings:
     redaction_hash: bool = False  # placeholders carry a keyed hash ([EMAIL:3f2a9c1b0d]) so equal values join
     alerts: bool = False  # evaluate the alert rules live as calls are written (on by itself with on_alert=)
     read_flush_timeout_seconds: float = 10.0  # a Tracer's read methods first write what is queued, this long at most
+    spill_dir: str | None = None  # unwritten records go here (default ./llmtrace-spill in the working directory)
+    exit_timeout_seconds: float = 5.0  # at exit, wait this long for the database, then spill what is left
 
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))
@@ -49,7 +52,7 @@ class _Unset:
 
 UNSET = _Unset()
 
-_ZERO_OK = ("write_retries", "purge_interval_seconds")
+_ZERO_OK = ("write_retries", "purge_interval_seconds", "exit_timeout_seconds")
 _ENV = {
     "url": "LLMTRACE_DATABASE_URL",
     "capture": "LLMTRACE_CAPTURE",
@@ -63,6 +66,9 @@ _ENV = {
     "purge_interval_seconds": "LLMTRACE_PURGE_INTERVAL_SECONDS",
     "audit": "LLMTRACE_AUDIT",
     "alerts": "LLMTRACE_ALERTS",
+    "queue_max_bytes": "LLMTRACE_QUEUE_MAX_BYTES",
+    "spill_dir": "LLMTRACE_SPILL_DIR",
+    "exit_timeout_seconds": "LLMTRACE_EXIT_TIMEOUT_SECONDS",
 }
 
 

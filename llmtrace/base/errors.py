@@ -5,6 +5,11 @@
     ├── InvalidFeedback    a feedback action or score that cannot be recorded (also a ValueError)
     ├── StoreError         the database could not be reached or migrated
     └── TraceNotFound      no trace with that id has been written (also a LookupError)
+
+    DataLossWarning        a warning (not an error: nothing is raised into your program) that
+                           records were dropped, quarantined or spilled to a local file; printed on
+                           stderr once, rate-limited; silence it with
+                           ``warnings.filterwarnings("ignore", category=llmtrace.DataLossWarning)``
 """
 
 from __future__ import annotations
@@ -33,3 +38,9 @@ class TraceNotFound(LLMTraceError, LookupError):
         self.trace_id = trace_id
         msg = f"no trace with id {trace_id!r} in the store"
         super().__init__(f"{msg} ({detail})" if detail else msg)
+
+
+class DataLossWarning(UserWarning):
+    """Records did not reach the database: dropped (queue full), quarantined (a row the database
+    refused), or spilled to a local file to be written later. Shown once, rate-limited, without
+    enabling llmtrace's log lines; ``tracer.health()`` has the counts."""

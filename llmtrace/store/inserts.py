@@ -3,10 +3,16 @@
 Multi-row inserts on SQLite, ``executemany`` elsewhere, or on SQLite, one JSON document per table
 that SQLite unpacks without the GIL; traces are upserted (several roots may share a trace id); with
 the audit chain on, the batch's entry is appended in the same transaction.
+
+A batch written again (a retry after a failure that may have committed, a replay from the spill
+file) first leaves out the rows already there (``replay=True``), so a record is never stored twice.
+A value the driver cannot send (a lone surrogate) is made storable as content is (``make_storable``),
+and a batch becomes JSON (``to_json``) to wait in a local file while the database is away.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from datetime import datetime, timedelta
@@ -48,6 +54,20 @@ class Rows:
     def count(self) -> int:
         return sum(len(v) for k, v in vars(self).items() if isinstance(v, list) and k != "content_digests")
 
+    def estimate_bytes(self) -> int:
+        """About what the batch holds in memory: its content, plus a few hundred bytes a row."""
+        return sum(c["size"] or 0 for c in self.contents) + ROW_BYTES * self.count()
+
+    def items(self) -> list[tuple[str, list[dict]]]:
+        """(name, rows) of every kind of row, in the order they are written."""
+        return [(name, getattr(self, name)) for name in _ALL]
+
+
+ROW_BYTES = 300  # a metadata row as Python dicts hold it, roughly
+_ALL = ("contents", "spans", "llm_calls", "tool_calls", "chunks", "validations", "feedback", "tool_updates", "traces")
+# What makes a row the same row: its primary key (chunks have none of their own: span and rank).
+ROW_KEYS = {"contents": "id", "spans": "span_id", "llm_calls": "span_id", "tool_calls": "id",
+            "validations": "id", "feedback": "id"}
 
 
 _EPOCH = datetime(1970, 1, 1)
@@ -236,10 +256,15 @@ def _json_time(value: Any) -> str:
     raise TypeError(type(value).__name__)
 
 
-def write_rows(conn: sa.Connection, rows: Rows, audit: bool = False, unobtrusive: bool = False) -> None:
+def write_rows(conn: sa.Connection, rows: Rows, audit: bool = False, unobtrusive: bool = False,
+               replay: bool = False) -> None:
     """Insert a batch. ``unobtrusive``: the application is running, nobody waits for this batch,
     so on SQLite hold the GIL as little as possible (rows as JSON, unpacked by SQLite without
-    it) rather than finish as soon as possible (bound parameters). Not with the audit chain."""
+    it) rather than finish as soon as possible (bound parameters). Not with the audit chain.
+    ``replay``: the batch may be stored already (all of it or none: one transaction): rows that
+    are there are left out (traces are merged anyway, tool updates are idempotent)."""
+    if replay:
+        _leave_out_written(conn, rows)
     as_json = unobtrusive and not audit
     for name in INSERT_ORDER:
         batch = getattr(rows, name)
@@ -317,3 +342,131 @@ def _merge_trace(old: dict | None, new: dict) -> dict:
     return out
 
 
+
+
+# -- a batch written again --------------------------------------------------------------------
+
+_IN_CHUNK = 500  # ids per IN (...) list
+
+
+def _leave_out_written(conn: sa.Connection, rows: Rows) -> None:
+    """Drop from ``rows`` what the database has already (and, for the audit chain, its digests)."""
+    for name in INSERT_ORDER:
+        batch: list[dict] = getattr(rows, name)
+        if not batch:
+            continue
+        table = TABLES[name]
+        if name == "chunks":
+            spans = sorted({r["span_id"] for r in batch})
+            have = {(s, r) for part in _parts(spans) for s, r in conn.execute(
+                sa.select(table.c.span_id, table.c.rank).where(table.c.span_id.in_(part)))}
+            keep = [r for r in batch if (r["span_id"], r.get("rank")) not in have]
+        else:
+            col = table.c[ROW_KEYS[name]]
+            ids = [r[col.name] for r in batch]
+            have = {k for part in _parts(ids) for k in conn.execute(sa.select(col).where(col.in_(part))).scalars()}
+            keep = [r for r in batch if r[col.name] not in have]
+        if len(keep) == len(batch):
+            continue
+        if name == "contents" and rows.content_digests:
+            owners = {o for r in batch if r["id"] in have for o in content_owners(r.get("body"))}
+            rows.content_digests = [e for e in rows.content_digests if e[1] not in owners]
+        setattr(rows, name, keep)
+
+
+def _parts(values: list) -> list[list]:
+    return [values[i:i + _IN_CHUNK] for i in range(0, len(values), _IN_CHUNK)]
+
+
+def content_owners(body: str | None) -> list[str]:
+    """The owners (span ids, ``fb:``/``val:`` ids) whose content a content row holds."""
+    try:
+        found = orjson.loads(body) if body else {}
+    except orjson.JSONDecodeError:
+        return []
+    return list(found) if isinstance(found, dict) else []
+
+
+# -- values the driver cannot send ------------------------------------------------------------
+
+def storable_text(text: str, nul: bool = False) -> str:
+    """``text`` as every database can store it: lone surrogates (which no UTF-8 encoder takes)
+    become ``\\udXXX`` escapes, as content's JSON writes them; ``nul`` (PostgreSQL, whose text
+    cannot hold it): NUL becomes ``\\u0000``. Anything else is returned unchanged."""
+    if nul and "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def make_storable(rows: Rows, nul: bool = False) -> int:
+    """Make every string of every row storable (``storable_text``), in place; returns how many
+    were changed. (A cheap check first: ASCII text, nearly all of it, is passed over at C speed.)"""
+    changed = 0
+    for _name, batch in rows.items():
+        for row in batch:
+            for key, value in row.items():
+                if type(value) is str and (not value.isascii() or (nul and "\x00" in value)):
+                    fixed = storable_text(value, nul)
+                    if fixed != value:
+                        row[key] = fixed
+                        changed += 1
+    if changed:
+        for entry in rows.content_digests:
+            entry[1] = storable_text(entry[1], nul)
+    return changed
+
+
+# -- a batch as JSON (the spill file) ---------------------------------------------------------
+
+_TIME_COLUMNS = {name: frozenset(c.name for c in table.columns if isinstance(c.type, sa.DateTime))
+                 for name, table in {**TABLES, "traces": S.traces}.items()}
+
+
+def _to_ns(value: Any) -> Any:
+    """A time as the rows carry it before insert (wall-clock ns), from what an insert made of it."""
+    if type(value) is str:
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        return (value.replace(tzinfo=None) - _EPOCH) // timedelta(microseconds=1) * 1000
+    return value
+
+
+def to_json(rows: Rows) -> bytes:
+    """The batch as one line of JSON (times back to nanoseconds, strings storable)."""
+    make_storable(rows)
+    doc: dict[str, Any] = {}
+    for name, batch in rows.items():
+        if batch:
+            times = _TIME_COLUMNS.get(name, ())
+            doc[name] = [{k: (_to_ns(v) if k in times else v) for k, v in r.items()} for r in batch] if times else batch
+    if rows.content_digests:
+        doc["content_digests"] = rows.content_digests
+    try:
+        return orjson.dumps(doc)
+    except TypeError:  # an integer beyond 64 bits: the standard library writes it
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def from_json(data: bytes | str) -> Rows:
+    """``to_json``'s batch back. (The standard library's parser: orjson reads an integer beyond
+    64 bits as a float.)"""
+    return rows_from_doc(json.loads(data))
+
+
+def rows_from_doc(doc: dict[str, Any]) -> Rows:
+    """A batch from ``to_json``'s document, already parsed."""
+    rows = Rows()
+    for name in (*_ALL, "content_digests"):
+        found = doc.get(name)
+        if found:
+            setattr(rows, name, found)
+    return rows

@@ -33,6 +33,13 @@ def server_url(name: str) -> str:
     return SERVERS[name]
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """Each test (and the child processes it starts) runs in its own directory: what a tracer
+    spills (./llmtrace-spill) stays there."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def pg_url() -> str:
     return server_url("postgresql")

@@ -148,7 +148,7 @@ def cmd_loss(a: dict) -> None:
             _record_one(chain, handler, f"lost-{i}", "q")
     flushed = tracer.flush(timeout=a.get("flush_timeout", 15))
     say("done", flushed=flushed, health=tracer.health())
-    tracer.close()
+    tracer.close(timeout=1)  # (the flush above waited already: what is left is spilled, and said)
 
 
 def cmd_race(a: dict) -> None:

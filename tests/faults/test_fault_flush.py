@@ -43,7 +43,6 @@ def _timed_flush(tracer, timeout: float, give_up_after: float) -> tuple[bool | N
     return out[0] if out else (None, None)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 6: flush(timeout=1) waits for another process's SQLite lock, then says True")
 def test_flush_keeps_its_timeout_while_another_process_holds_the_sqlite_lock(sqlite_url, sqlite_lock):
     tracer = llmtrace.Tracer(sqlite_url, flush_interval_seconds=60)
     tracer.schema_version()
@@ -56,7 +55,6 @@ def test_flush_keeps_its_timeout_while_another_process_holds_the_sqlite_lock(sql
     assert ok is False  # the traces were not written within the timeout
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 6: flush(timeout=1) hangs on a blackholed PostgreSQL")
 def test_flush_keeps_its_timeout_while_postgresql_is_blackholed(pg_proxy):
     proxy, via = pg_proxy
     tracer = llmtrace.Tracer(via, flush_interval_seconds=60)
@@ -72,7 +70,6 @@ def test_flush_keeps_its_timeout_while_postgresql_is_blackholed(pg_proxy):
 
 
 @pytest.mark.parametrize("fault", ["connection refused", "read-only file", "outage"])
-@pytest.mark.xfail(strict=True, reason="issue 17 item 6: flush returns True when the rows were dropped as failed")
 def test_flush_says_false_when_records_could_not_be_written(fault, tmp_path, request):
     if fault == "connection refused":
         url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"

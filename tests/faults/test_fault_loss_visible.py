@@ -8,8 +8,6 @@ once per record. Each case runs in a fresh process with default settings; its st
 
 from __future__ import annotations
 
-import pytest
-
 import llmtrace
 
 from .faultkit import free_port, sqlite_path
@@ -25,7 +23,6 @@ def _says_loss(stderr: str) -> bool:
     return any(any(w in line.lower() for w in LOSS_WORDS) for line in _llmtrace_lines(stderr))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 5: dropped records are only counted in tracer.health()")
 def test_dropped_records_are_reported_on_stderr_once(sqlite_url, sqlite_lock, child):
     with llmtrace.Tracer(sqlite_url) as t:
         t.schema_version()
@@ -38,7 +35,6 @@ def test_dropped_records_are_reported_on_stderr_once(sqlite_url, sqlite_lock, ch
     assert len(_llmtrace_lines(c.stderr)) <= 6, c.stderr  # rate-limited: not a line per record
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 5: failed writes are only counted in tracer.health()")
 def test_failed_writes_are_reported_on_stderr_once(child):
     url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"  # connection refused
     c = child("loss", url=url, mode="fail", n=20, flush_timeout=3)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from fakes import ScriptedChatModel, answer, simple_chain
 
 import llmtrace
@@ -20,7 +19,6 @@ from .faultkit import count_by_trace, record_through_outage, trace_rows
 SPANS_PER_TRACE = 4  # simple_chain: the sequence, its prompt, the model, the parser
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 2: a batch is dropped after ~2 s of retries during an outage")
 def test_an_8_second_postgresql_outage_loses_no_trace(pg_url, pg_proxy):
     proxy, via = pg_proxy
     tracer = llmtrace.Tracer(via, flush_interval_seconds=0.05)
