@@ -215,16 +215,10 @@ LANGCHAIN_PLACES = {
     "completion model prompt": (_completion_prompt, TEXT),
 }
 
-# Today's failures. Item 1: a lone surrogate in trace metadata, a run name or a trace id makes the
-# driver raise UnicodeEncodeError, and the whole batch (the good traces too) is dropped.
-_ITEM1 = "issue 17 item 1: the driver raises UnicodeEncodeError and the whole batch is dropped, good traces included"
+# Today's failures.
 _LONG_ID = ("new: a metadata llmtrace_trace_id that is not a short string is stored as str(value) (here > 128 "
             "characters), an id get_trace refuses: the trace is unreachable")
 KNOWN: dict[tuple[str, str], str] = {
-    ("llmtrace_session_id", "lone surrogate"): _ITEM1,
-    ("llmtrace_feature", "lone surrogate"): _ITEM1,
-    ("llmtrace_trace_id", "lone surrogate"): _ITEM1,
-    ("run name", "lone surrogate"): _ITEM1,
     ("llmtrace_trace_id", "5 MB string"): _LONG_ID,
     ("llmtrace_trace_id", "200-level nesting"): _LONG_ID,
     ("llmtrace_trace_id", "huge int"): _LONG_ID,
@@ -349,10 +343,6 @@ PUBLIC_PLACES = {
     "record_validation(detail=...)": (_validation, ALL),
 }
 KNOWN.update({
-    ("trace(name=...)", "lone surrogate"): _ITEM1,
-    ("trace(session_id=...)", "lone surrogate"): _ITEM1,
-    ("trace(feature=...)", "lone surrogate"): _ITEM1,
-    ("trace(trace_id=...)", "lone surrogate"): _ITEM1,
 })
 
 
@@ -414,7 +404,6 @@ LLAMAINDEX_PLACES = {
     "document metadata": (_li_document_metadata, ("lone surrogate", "NaN and inf", "huge int", "bytes")),
     "trace(session_id=...) around a query": (_li_scope("session_id"), ("lone surrogate", "repr and str raise", "huge int")),
 }
-KNOWN.update({("trace(session_id=...) around a query", "lone surrogate"): _ITEM1})
 
 
 @pytest.mark.parametrize("place, value_name", _cases(LLAMAINDEX_PLACES))
@@ -438,7 +427,6 @@ def test_llamaindex_paths_survive_hostile_values(batch_tracer, place, value_name
     assert_stored_or_quarantined(batch_tracer, b)
 
 
-@pytest.mark.xfail(strict=True, reason=_ITEM1)
 def test_one_bad_value_never_takes_the_batch_on_any_database(db_url):
     """Item 1 on each database: a lone surrogate in a session id, between two good requests."""
     with llmtrace.Tracer(db_url, flush_interval_seconds=3600, write_retries=0) as tracer:
