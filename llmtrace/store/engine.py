@@ -280,6 +280,10 @@ class Database:
         except Exception as exc:
             raise StoreError(f"cannot read {self.display_url}: {type(exc).__name__}: {_first_line(exc)}") from exc
         self._refuse_newer(version)
+        if version < S.SCHEMA_VERSION:  # (the reader selects today's columns; it never changes a database)
+            raise StoreError(f"{self.display_url} has llmtrace schema version {version}, older than this llmtrace "
+                             f"({S.SCHEMA_VERSION}): upgrade it with `llmtrace db migrate --db URL` (or open it once "
+                             "with a Tracer), then read it")
 
     def _refuse_newer(self, version: int) -> None:
         if version > S.SCHEMA_VERSION:

@@ -173,11 +173,19 @@ def test_a_database_made_by_the_previous_schema_version_is_migrated_and_read(tmp
 
 def test_llmtrace_db_migrate_upgrades_the_previous_schema_version(tmp_path):
     url = _old_copy(tmp_path)
+    before = _shape(url)
+    # a reader never changes a database: it says how to upgrade it, and leaves it as it was
+    with pytest.raises(llmtrace.StoreError, match=r"older than this llmtrace .*llmtrace db migrate"):
+        llmtrace.Store(url).find_traces()
+    ls = subprocess.run([sys.executable, "-m", "llmtrace", "ls", "--db", url], capture_output=True, text=True, timeout=60)
+    assert ls.returncode == 1 and "llmtrace db migrate" in ls.stderr and "Traceback" not in ls.stderr
+    assert _shape(url) == before
     out = subprocess.run([sys.executable, "-m", "llmtrace", "db", "migrate", "--db", url],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     latest = max(_migrations(url))
     assert f"schema version {latest}" in out.stdout and latest > 4
+    assert llmtrace.Store(url).get_trace("v4-chain").to_dict()["feature"] == "refunds"  # readable once migrated
 
 
 def test_a_migration_that_cannot_run_loses_nothing(tmp_path, sqlite_lock):
