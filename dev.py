@@ -2,7 +2,8 @@
 """Set up and run llmtrace on a fresh machine with only Python and pip.
 
     python3 dev.py demo     # create .venv, install what the demo needs, record the demo app, show a trace, export an eval set
-    python3 dev.py test     # create .venv, install everything, run ruff, mypy, the layer contract and the whole test suite
+    python3 dev.py test     # create .venv, install everything, run ruff, mypy, the layer contract and the whole test suite,
+                            # then the integration tests again on the oldest framework versions the pins allow
 
 Installs into ./.venv (once; again when a pyproject.toml changes). Extra arguments go to the command.
 """
@@ -25,6 +26,10 @@ PROJECTS = [ROOT / "pyproject.toml", *(p / "pyproject.toml" for p in PACKAGES)]
 # What each command installs: the demo only the library (with its trace browser), its integrations and the example app;
 # the tests also the dev extra (provider clients, database drivers, Presidio, pandas, notebooks...).
 EXTRAS = {"demo": "[ui]", "test": "[dev]"}
+OLDEST = ROOT / ".venv-oldest"
+OLDEST_PINS = ROOT / "ci" / "oldest.txt"
+INTEGRATION_TESTS = ["tests/test_langchain_errors.py", "tests/test_langchain_rag.py", "tests/test_langchain_tools.py",
+                     "tests/test_llamaindex.py", "tests/test_replay.py", "tests/scenarios", "tests/conformance"]
 TYPED = ["llmtrace", "integrations/langchain/llmtrace_langchain", "integrations/llamaindex/llmtrace_llamaindex"]
 
 
@@ -48,6 +53,23 @@ def ensure_env(command: str) -> None:
     stamp.write_text(f"{digest} {command}")
 
 
+def ensure_oldest_env() -> Path:
+    """A second venv with the oldest framework versions the pins allow (ci/oldest.txt)."""
+    py = OLDEST / PY.relative_to(VENV)
+    stamp = OLDEST / ".llmtrace-installed"
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in (*PROJECTS, OLDEST_PINS))).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest and py.exists():
+        return py
+    if not py.exists():
+        print(f"creating {OLDEST} (the oldest framework versions the pins allow) ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(OLDEST)
+    editable = [arg for p in PACKAGES[:2] for arg in ("-e", str(p))]
+    subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", str(OLDEST_PINS),
+                    "-e", f"{ROOT}[test-integrations]", *editable], check=True)
+    stamp.write_text(digest)
+    return py
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test"):
         print(__doc__)
@@ -63,6 +85,12 @@ def main(argv: list[str]) -> int:
     ]
     failed = [name for name, cmd in steps if subprocess.run(cmd, cwd=ROOT).returncode != 0]
     tests = subprocess.run([str(PY), "-m", "pytest", "-q", *rest], cwd=ROOT).returncode
+    if not rest:  # (a run of chosen tests is not the whole suite)
+        print("integration tests on the oldest framework versions (ci/oldest.txt):", flush=True)
+        oldest = subprocess.run([str(ensure_oldest_env()), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                 *INTEGRATION_TESTS], cwd=ROOT).returncode
+        if oldest:
+            failed.append("tests on the oldest versions")
     if failed:
         print(f"dev.py test: {', '.join(failed)} failed", file=sys.stderr)
     return tests or (1 if failed else 0)
