@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+from importlib.metadata import version
 from typing import TypedDict
 
 from fakes import ScriptedChatModel, answer, tool_call
@@ -15,7 +16,12 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.prompts import ChatPromptTemplate
+from packaging.version import Version
 from pydantic import BaseModel
+
+
+def older(dist: str, than: str) -> bool:
+    return Version(version(dist)) < Version(than)
 
 
 class Calls(BaseCallbackHandler):
@@ -152,3 +158,33 @@ def test_openai_internals_for_structured_output():
 
     msg = AIMessage(content='{"name": "Ada"}', additional_kwargs={"parsed": Person(name="Ada")})
     assert _oai_structured_outputs_parser(msg, Person) == Person(name="Ada")
+
+
+def test_tool_callbacks_name_the_tool_call_they_answer():
+    """langchain-core 1.1.2+ passes ``on_tool_start(..., tool_call_id=...)``; before, only the
+    ToolMessage that ``on_tool_end`` receives names the call (the handler waits for it there)."""
+    from langchain_core.tools import tool
+
+    @tool
+    def lookup(order_id: str) -> str:
+        """Look up an order."""
+        return f"order {order_id}"
+
+    starts: list[dict] = []
+    ends: list = []
+
+    class Tools(BaseCallbackHandler):
+        def on_tool_start(self, serialized, input_str, *, run_id, **kwargs):
+            starts.append(kwargs)
+
+        def on_tool_end(self, output, *, run_id, **kwargs):
+            ends.append(output)
+
+    lookup.invoke({"name": "lookup", "args": {"order_id": "A-1"}, "id": "call_1", "type": "tool_call"},
+                  config={"callbacks": [Tools()]})
+    [start], [end] = starts, ends
+    if older("langchain-core", "1.1.2"):
+        assert "tool_call_id" not in start
+    else:
+        assert start["tool_call_id"] == "call_1"
+    assert type(end).__name__ == "ToolMessage" and end.tool_call_id == "call_1" and end.content == "order A-1"

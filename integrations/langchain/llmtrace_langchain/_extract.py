@@ -354,6 +354,16 @@ def tool_start(raw: tuple) -> dict[str, Any]:
             "tool_name": name_of(name, "tool")}
 
 
+def tool_call_id_of(output: Any) -> str | None:
+    """The tool-call id a tool's result answers: its ToolMessage's (a tool that updates the graph
+    returns a Command whose messages hold it)."""
+    update = getattr(output, "update", None) if type(output).__name__ == "Command" else None
+    if isinstance(update, dict):
+        output = next((m for m in update.get("messages") or () if getattr(m, "tool_call_id", None)), None)
+    call_id = getattr(output, "tool_call_id", None) if hasattr(output, "content") else None
+    return call_id if isinstance(call_id, str) and call_id else None
+
+
 def tool_end(output: Any) -> dict[str, Any]:
     update = getattr(output, "update", None) if type(output).__name__ == "Command" else None
     if isinstance(update, dict):  # a tool that updates the graph: the model sees its ToolMessage

@@ -95,6 +95,9 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         # Keyed by the run id's int: hashing a UUID runs Python code (UUID.__hash__), an int's does not.
         self._first_token: dict[int, int] = {}  # run -> first chunk with output (0: streaming, none yet)
         self._runs: dict[int, Any] = {}  # runs this handler saw start -> their parent's key, or _ENDED
+        # langchain-core < 1.1.2 does not tell on_tool_start the tool-call id: a tool run's start
+        # payload waits here for the id its ToolMessage names at the end
+        self._tool_starts: dict[int, tuple] = {}
         if source_id_keys is None:
             self._documents = X.make_documents_converter(("id", "source", "doc_id"))
         else:
@@ -263,6 +266,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             parent, root = self._place(run_id, parent_run_id, metadata)
             name = kwargs.get("name") or serialized
             raw = (input_str, _copy(inputs), kwargs.get("tool_call_id"), name)
+            if "tool_call_id" not in kwargs:  # (langchain-core < 1.1.2)
+                self._tool_starts[run_id.int] = raw
             self._submit((START, _now(), run_id, parent, "tool", name, root, X.tool_start, raw, metadata, tags))
         except Exception as exc:
             self._problem("on_tool_start", exc)
@@ -270,13 +275,22 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
     def on_tool_end(self, output, *, run_id, **kwargs: Any) -> None:
         try:
             self._runs[run_id.int] = _ENDED
-            self._submit((END, _now(), run_id, X.tool_end, output, None))
+            extra = None
+            if self._tool_starts:
+                started = self._tool_starts.pop(run_id.int, None)
+                if started is not None:  # the start again, with the id the tool answered (langchain-core < 1.1.2)
+                    call_id = X.tool_call_id_of(output)
+                    if call_id is not None:
+                        extra = {"inputs": (started[0], started[1], call_id, started[3])}
+            self._submit((END, _now(), run_id, X.tool_end, output, extra))
         except Exception as exc:
             self._problem("on_tool_end", exc)
 
     def on_tool_error(self, error, *, run_id, **kwargs: Any) -> None:
         try:
             self._runs[run_id.int] = _ENDED
+            if self._tool_starts:
+                self._tool_starts.pop(run_id.int, None)
             if _CONTROL_FLOW and isinstance(error, _CONTROL_FLOW):  # a tool that asked a human: paused, not failed
                 self._submit((END, _now(), run_id, X.control_flow, error, None))
             else:
