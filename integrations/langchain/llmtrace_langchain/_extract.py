@@ -7,11 +7,14 @@ never a made-up default (a token count that was not reported is null, not 0).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed_version
 from typing import Any
 
 from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
+from packaging.version import InvalidVersion, Version
 
 from llmtrace.integration import json_schema_of, name_of, raw_completion, retries_reported, to_jsonable, tokens_from_usage, tool_spec
 
@@ -89,9 +92,22 @@ def prompt_inputs(raw: Any) -> dict[str, Any]:
     return {"inputs": plain(raw), "skip_outputs": True}
 
 
+def _older_than(dist: str, version: str) -> bool:
+    """Whether an installed distribution is older than ``version`` (False when it is not installed)."""
+    try:
+        return Version(installed_version(dist)) < Version(version)
+    except (PackageNotFoundError, InvalidVersion):
+        return False
+
+
+# langchain < 1.2.9: create_agent's model node returns its update as a dict, not as Commands
+_NODE_UPDATES_AS_DICTS = _older_than("langchain", "1.2.9")
+
+
 def chain_outputs(raw: Any) -> dict[str, Any]:
     out = {"outputs": plain(raw)}
-    if type(raw) is list or type(raw).__name__ == "Command":
+    cls = type(raw)
+    if cls is list or cls.__name__ == "Command" or (_NODE_UPDATES_AS_DICTS and cls is dict and "messages" in raw):
         _structured(raw, out)
     return out
 
@@ -102,9 +118,18 @@ def _structured(raw: Any, out: dict[str, Any]) -> None:
     agent asks the model again, it carries the model's answer and, in the same update, the error
     ToolMessage answering its structured-output call (a model node runs no tools: a tool call
     answered in its own update is the structured output's). The graph's final state is not read:
-    it holds every message and the response of whichever node parsed it."""
+    it holds every message and the response of whichever node parsed it. (Before langchain 1.2.9
+    the model node returns the update itself, a dict: told from a graph's state by its messages,
+    only the model's answer and the tool messages answering it, never the user's.)"""
     for item in raw if type(raw) is list else [raw]:
-        update = getattr(item, "update", None) if type(item).__name__ == "Command" else None
+        update: Any
+        if type(item) is dict:
+            if not _NODE_UPDATES_AS_DICTS or any(getattr(m, "type", None) not in ("ai", "tool")
+                                                 for m in item.get("messages") or [None]):
+                continue
+            update = item
+        else:
+            update = getattr(item, "update", None) if type(item).__name__ == "Command" else None
         if not isinstance(update, dict):
             continue
         if update.get("structured_response") is not None:
