@@ -4,6 +4,7 @@ with the mock LLMs and embeddings it ships, recorded through LLMTraceInstrumento
 from __future__ import annotations
 
 import asyncio
+from importlib.metadata import version
 
 import pytest
 from llama_index.core import Document, Settings, VectorStoreIndex
@@ -11,16 +12,17 @@ from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import MockLLM
 from llama_index.core.tools import FunctionTool
+from packaging.version import Version
 
-try:  # the fakes that script an agent's tool calls: llama-index-core 0.14.10 and later
+# the fakes that script an agent's tool calls (MockFunctionCallingLLM, ToolCallBlock): llama-index-core 0.14.10+
+AGENT_FAKES = Version(version("llama-index-core")) >= Version("0.14.10")
+if AGENT_FAKES:
     from llama_index.core.agent.workflow import FunctionAgent, ReActAgent
     from llama_index.core.base.llms.types import ToolCallBlock
     from llama_index.core.llms.mock import MockFunctionCallingLLM
-except ImportError:  # the oldest cores the pin allows: these tests skip, the others run
-    FunctionAgent = ReActAgent = ToolCallBlock = MockFunctionCallingLLM = None
 
-needs_agent_fakes = pytest.mark.skipif(MockFunctionCallingLLM is None, reason=(
-    "this llama-index-core has no MockFunctionCallingLLM / ToolCallBlock (0.14.10+) to script an agent with"))
+needs_agent_fakes = pytest.mark.skipif(not AGENT_FAKES, reason=(
+    "llama-index-core < 0.14.10 has no MockFunctionCallingLLM to script an agent with"))
 
 DOCS = [Document(text=f"Policy {i}: refunds within {10 + i} days.", id_=f"policy-{i}",
                  metadata={"source": f"kb/policy-{i}.md"}) for i in range(6)]
