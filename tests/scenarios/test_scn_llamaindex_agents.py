@@ -5,6 +5,7 @@ batches."""
 from __future__ import annotations
 
 import asyncio
+from importlib.metadata import version
 
 import pytest
 from llama_index.core.embeddings import MockEmbedding
@@ -12,19 +13,20 @@ from llama_index.core.llms import ChatMessage, MockLLM
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
 from llama_index.core.workflow import Context, Event, StartEvent, StopEvent, Workflow, step
+from packaging.version import Version
 from pydantic import BaseModel, ValidationError
 
 from .scn_support import all_trace_ids, completion, path, scripted_openai
 
-try:  # the fakes that script an agent's tool calls: llama-index-core 0.14.10 and later
+# the fakes that script an agent's tool calls (MockFunctionCallingLLM, ToolCallBlock): llama-index-core 0.14.10+
+AGENT_FAKES = Version(version("llama-index-core")) >= Version("0.14.10")
+if AGENT_FAKES:
     from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent, ReActAgent
     from llama_index.core.base.llms.types import ToolCallBlock
     from llama_index.core.llms.mock import MockFunctionCallingLLM
-except ImportError:  # the oldest cores the pin allows: these tests skip, the others run
-    AgentWorkflow = FunctionAgent = ReActAgent = ToolCallBlock = MockFunctionCallingLLM = None
 
-needs_agent_fakes = pytest.mark.skipif(MockFunctionCallingLLM is None, reason=(
-    "this llama-index-core has no MockFunctionCallingLLM / ToolCallBlock (0.14.10+) to script an agent with"))
+needs_agent_fakes = pytest.mark.skipif(not AGENT_FAKES, reason=(
+    "llama-index-core < 0.14.10 has no MockFunctionCallingLLM to script an agent with"))
 
 
 def lookup_order(order_id: str) -> str:
@@ -269,15 +271,8 @@ class Person(BaseModel):
     age: int
 
 
-def _json_schema_path() -> bool:
-    from llama_index.llms.openai import OpenAI
-
-    return hasattr(OpenAI, "_should_use_structure_outputs")
-
-
-# (llama-index-llms-openai before 0.4, the last for llama-index-core 0.12, asks for a tool call instead)
-needs_json_schema = pytest.mark.skipif(not _json_schema_path(), reason="this llama-index-llms-openai has no "
-                                       "json_schema structured_predict")
+needs_json_schema = pytest.mark.skipif(Version(version("llama-index-llms-openai")) < Version("0.4.4"), reason=(
+    "llama-index-llms-openai < 0.4.4 has no json_schema structured_predict (it asks for a tool call instead)"))
 
 
 @needs_json_schema
