@@ -186,18 +186,6 @@ def test_custom_workflow_steps_are_one_trace(scn_tracer, li_inst):
     assert root["ended_at"] >= polish["ended_at"]  # the run's span lasts until its last step
 
 
-def _workflows_major() -> int:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return int(version("llama-index-workflows").split(".")[0])
-    except (PackageNotFoundError, ValueError):
-        return 0
-
-
-@pytest.mark.xfail(_workflows_major() < 2, strict=True, reason=(
-    "new: on llama-index-workflows < 2 Workflow.run returns a future and LlamaIndex's dispatcher ends its span "
-    "with result None when the future failed: the trace is 'ok' though the run raised"))
 def test_custom_workflow_failing_step_is_an_error_trace(scn_tracer, li_inst):
     # (llama-index-workflows before 2.0 wraps the step's error in a WorkflowRuntimeError)
     with pytest.raises(Exception, match="style guide missing") as raised:

@@ -20,6 +20,7 @@ append a tuple to llmtrace's queue; everything else happens on the writer thread
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import weakref
 from collections.abc import Callable
@@ -104,6 +105,22 @@ def _asks_for_tool(response: Any) -> bool:
     return any(type(b).__name__ == "ToolCallBlock" for b in getattr(msg, "blocks", None) or ())
 
 
+def _failed_future() -> BaseException | None:
+    """The error of a Future a span's method returned, when the span ends with it.
+
+    LlamaIndex's dispatcher ends such a span from the Future's done callback
+    (``handle_future_result``, which calls the handler's ``span_exit`` through its own) with ``result=None`` even when the Future failed:
+    ``Workflow.run`` on llama-index-workflows < 2 returns one. (tests/test_llamaindex_internals.py
+    names that callback.)"""
+    frame = sys._getframe(3)  # (this function, the handler's span_exit, the dispatcher's, its caller)
+    if frame.f_code.co_name != "handle_future_result":
+        return None
+    future = frame.f_locals.get("future")
+    if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
+        return future.exception()
+    return None
+
+
 class _Owned(BaseModel):
     """Both handlers hand everything to the instrumentor that owns them.
 
@@ -135,6 +152,11 @@ class _Spans(_Owned, BaseSpanHandler):
     def span_exit(self, id_, bound_args, instance=None, result=None, **kwargs) -> None:
         try:
             owner = self._owner
+            if result is None:
+                failed = _failed_future()
+                if failed is not None:  # the Future it returned failed: the span failed (see _failed_future)
+                    owner._drop(id_, instance, failed)
+                    return
             if type(result) in _STREAMS:
                 owner._returned_stream(id_, result)
             if _KINDS.get(type(instance)) or owner._batches or owner._inner:
