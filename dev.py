@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -26,10 +27,11 @@ PROJECTS = [ROOT / "pyproject.toml", *(p / "pyproject.toml" for p in PACKAGES)]
 # What each command installs: the demo only the library (with its trace browser), its integrations and the example app;
 # the tests also the dev extra (provider clients, database drivers, Presidio, pandas, notebooks...).
 EXTRAS = {"demo": "[ui]", "test": "[dev]"}
+# The integration tests run again on the oldest framework versions the pins allow (ci/oldest.txt).
 OLDEST = ROOT / ".venv-oldest"
 OLDEST_PINS = ROOT / "ci" / "oldest.txt"
-INTEGRATION_TESTS = ["tests/test_langchain_errors.py", "tests/test_langchain_rag.py", "tests/test_langchain_tools.py",
-                     "tests/test_llamaindex.py", "tests/test_replay.py", "tests/scenarios", "tests/conformance"]
+INTEGRATION_TESTS = ["tests/test_langchain_*.py", "tests/test_llamaindex*.py", "tests/test_replay.py", "tests/scenarios",
+                     "tests/conformance"]
 TYPED = ["llmtrace", "integrations/langchain/llmtrace_langchain", "integrations/llamaindex/llmtrace_llamaindex"]
 
 
@@ -53,8 +55,23 @@ def ensure_env(command: str) -> None:
     stamp.write_text(f"{digest} {command}")
 
 
+def check_oldest_pins() -> None:
+    """Each version ci/oldest.txt tests is the lower pin of its package wherever a pyproject.toml
+    pins it: a raised pin with an old line here would fail to install, a line raised alone would
+    claim an untested version."""
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", OLDEST_PINS.read_text(), re.M))
+    wrong = []
+    for project in PROJECTS:
+        for name, lower in re.findall(r'"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?>=([^,"\s;]+)', project.read_text()):
+            if name in pinned and re.sub(r"(\.0)+$", "", pinned[name]) != re.sub(r"(\.0)+$", "", lower):  # (1.0 is 1.0.0)
+                wrong.append(f"{project.relative_to(ROOT)}: {name}>={lower}, but ci/oldest.txt tests {pinned[name]}")
+    if wrong:
+        sys.exit("dev.py: the lower pins and ci/oldest.txt disagree:\n  " + "\n  ".join(wrong))
+
+
 def ensure_oldest_env() -> Path:
     """A second venv with the oldest framework versions the pins allow (ci/oldest.txt)."""
+    check_oldest_pins()
     py = OLDEST / PY.relative_to(VENV)
     stamp = OLDEST / ".llmtrace-installed"
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in (*PROJECTS, OLDEST_PINS))).hexdigest()
@@ -87,8 +104,9 @@ def main(argv: list[str]) -> int:
     tests = subprocess.run([str(PY), "-m", "pytest", "-q", *rest], cwd=ROOT).returncode
     if not rest:  # (a run of chosen tests is not the whole suite)
         print("integration tests on the oldest framework versions (ci/oldest.txt):", flush=True)
-        oldest = subprocess.run([str(ensure_oldest_env()), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                 *INTEGRATION_TESTS], cwd=ROOT).returncode
+        chosen = sorted(str(p.relative_to(ROOT)) for pattern in INTEGRATION_TESTS for p in ROOT.glob(pattern))
+        oldest = subprocess.run([str(ensure_oldest_env()), "-m", "pytest", "-q", "--disable-warnings",
+                                 "-p", "no:cacheprovider", *chosen], cwd=ROOT).returncode
         if oldest:
             failed.append("tests on the oldest versions")
     if failed:
