@@ -20,6 +20,7 @@ from llmtrace.base.cost import PriceBook, default_pricebook
 from llmtrace.base.errors import TraceNotFound
 from llmtrace.base.fields import system_prompt_of
 from llmtrace.base.serialize import loads
+from llmtrace.read import record
 from llmtrace.read.text import render_text
 from llmtrace.store import schema as S
 from llmtrace.store.content import resolve
@@ -41,6 +42,46 @@ class Trace:
     @property
     def trace_id(self) -> str:
         return self._doc["trace_id"]
+
+    # -- the typed view (the same values as to_dict(), as records) ------------------------------
+
+    @property
+    def name(self) -> str | None:
+        return self._doc.get("name")
+
+    @property
+    def status(self) -> str | None:
+        return self._doc.get("status")
+
+    @property
+    def started_at(self) -> str | None:
+        return self._doc.get("started_at")
+
+    @property
+    def latency_ms(self) -> float | None:
+        return self._doc.get("latency_ms")
+
+    @property
+    def llm_calls(self) -> list[record.LLMCall]:
+        """Every LLM call, in order: ``trace.llm_calls[0].tokens.input``."""
+        return [record.build(record.LLMCall, c) for c in self._doc["llm_calls"]]
+
+    @property
+    def spans(self) -> list[record.Span]:
+        return [record.build(record.Span, s) for s in self._doc["spans"]]
+
+    @property
+    def totals(self) -> record.Totals:
+        return record.build(record.Totals, self._doc["totals"])
+
+    @property
+    def validations(self) -> list[record.Validation]:
+        """Trace-level validations (each call's own are on the call)."""
+        return [record.build(record.Validation, v) for v in self._doc["validations"]]
+
+    @property
+    def feedback(self) -> list[record.Feedback]:
+        return [record.build(record.Feedback, f) for f in self._doc["feedback"]]
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._doc))  # a deep copy the caller may change
