@@ -93,6 +93,11 @@ def _migration_5(conn: sa.Connection) -> None:
     _add_column(conn, S.llm_calls, "input_cache_write_tokens")
 
 
+def _migration_6(conn: sa.Connection) -> None:
+    """Labels a user gave (feedback corrections and comments) are content rows of their own kind."""
+    _add_column(conn, S.contents, "kind")
+
+
 def _add_column(conn: sa.Connection, table: sa.Table, name: str) -> None:
     if name not in {c["name"] for c in sa.inspect(conn).get_columns(table.name)}:
         col_type = table.c[name].type.compile(dialect=conn.dialect)
@@ -113,6 +118,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (3, "audit chain", _migration_3),
     (4, "index llm calls by time", _migration_4),
     (5, "cache-write tokens", _migration_5),
+    (6, "labels apart from content", _migration_6),
 ]
 assert MIGRATIONS[-1][0] == S.SCHEMA_VERSION
 

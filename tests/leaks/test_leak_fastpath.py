@@ -67,9 +67,6 @@ def expected_with_user_regex(text: str) -> str:
     return re.sub(r"Alice", "[REDACTED]", plain(text))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 11: a user regex skips text under 512 characters without "
-                                       "[0-9@:=_-]; it runs after the built-in redaction, whose placeholders took the "
-                                       "digits away: 480 of 1,608 texts keep 'Alice'")
 def test_user_regex_processor_runs_on_every_text(sqlite_url):
     texts = [t + " Alice" for t in texts_of_every_class()]
     with llmtrace.Tracer(sqlite_url, processors=[r"Alice"], flush_interval_seconds=0.05) as tracer:
@@ -78,13 +75,11 @@ def test_user_regex_processor_runs_on_every_text(sqlite_url):
     assert not differ, f"{len(differ)} of {len(texts)} texts kept 'Alice', e.g. {differ[:4]}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 11: Tracer(processors=[r'Alice']) leaves 'Hello Alice' unredacted")
 def test_hello_alice_is_redacted_by_a_user_regex(sqlite_url):
     with llmtrace.Tracer(sqlite_url, processors=[r"Alice"], flush_interval_seconds=0.05) as tracer:
         assert record_messages(tracer, ["Hello Alice"]) == ["Hello [REDACTED]"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 11: regex_processor skips short text without [0-9@:=_-]")
 def test_regex_processor_on_its_own():
     assert llmtrace.regex_processor(r"Alice")({"t": "Hello Alice"}) == {"t": "Hello [REDACTED]"}
     assert llmtrace.regex_processor(r"(?i)bob", "NAME")({"t": ["hi BOB", "Bob-7"]}) == {"t": ["hi [NAME]", "[NAME]-7"]}
@@ -95,7 +90,6 @@ def drop_names(fields: dict) -> dict:
     return {k: json.loads(json.dumps(v).replace("Omar Haddad", "[CUSTOMER]")) for k, v in fields.items()}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 12: with capture='full' the user's processors are silently not run")
 @pytest.mark.parametrize("how", ["Tracer(capture='full')", "trace(capture='full')", "metadata llmtrace_capture=full"])
 def test_full_capture_still_runs_user_processors(sqlite_url, how):
     text = "Omar Haddad paid 42 EUR for ACME-1234, mail omar@example.com"
@@ -116,12 +110,8 @@ def nested(depth: int, leaf, container: str = "dict"):
     return leaf
 
 
-_DEEP = pytest.mark.xfail(strict=True, reason="issue 17 item 12: Redactor returns values below 41 levels as they came in")
-
-
 @pytest.mark.parametrize("container", ["dict", "list", "tuple"])
-@pytest.mark.parametrize("depth", [1, 30, 41, pytest.param(42, marks=_DEEP), pytest.param(45, marks=_DEEP),
-                                   pytest.param(200, marks=_DEEP)])
+@pytest.mark.parametrize("depth", [1, 30, 41, 42, 45, 200])
 def test_redactor_fails_closed_at_any_depth(depth, container):
     secret = "mail jane.doe@example.com key sk-ant-api03-Qm7Rt2Yx9Kp4Lw1Zs8VnXabc"
     out = llmtrace.Redactor()({"x": nested(depth, secret, container)})
@@ -129,7 +119,6 @@ def test_redactor_fails_closed_at_any_depth(depth, container):
     assert "jane.doe@example.com" not in text and "Qm7Rt2Yx9Kp4Lw1Zs8VnX" not in text
 
 
-@pytest.mark.xfail(strict=True, reason="new: Redactor passes a set (any container but dict/list/tuple) through unredacted")
 def test_redactor_fails_closed_on_other_containers():
     out = llmtrace.Redactor()({"x": {"mail jane.doe@example.com"}, "y": frozenset({"sk-ant-api03-Qm7Rt2Yx9Kp4Lw1Zs8VnXabc"})})
     assert "jane.doe@example.com" not in repr(out) and "Qm7Rt2Yx9Kp4Lw1Zs8VnX" not in repr(out)
@@ -155,8 +144,7 @@ def presidio():
     return llmtrace.PresidioRedactor(analyzer, entities=["PERSON"])
 
 
-@pytest.mark.parametrize("depth", [3, pytest.param(45, marks=pytest.mark.xfail(
-    strict=True, reason="issue 17 item 12: PresidioRedactor returns values below 41 levels as they came in"))])
+@pytest.mark.parametrize("depth", [3, 45])
 def test_presidio_redactor_fails_closed_at_any_depth(presidio, depth):
     out = presidio({"x": nested(depth, "I am Jane Doe")})
     assert "Jane Doe" not in json.dumps(out)
