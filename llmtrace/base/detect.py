@@ -13,9 +13,9 @@ and separators is tried group by group, longest candidate first, as an IPv4 addr
 payment card (Luhn) or a phone number, so two values side by side are two values, and a value ends
 where the number ends (a full stop after it is punctuation, a digit after it is more number).
 
-Every detector has a pre-check that is a necessary condition for a match (a character, a prefix, a
-label); ``may_match`` is their disjunction, so a text it rejects has no span: skipping it is never
-a different result, only a cheaper one.
+Every detector has a pre-check that is a necessary condition for a match (a character, a prefix);
+a text a pre-check rejects has no span of that detector, so skipping it is never a different result,
+only a cheaper one (``find(..., prechecks=False)`` is the plain path the tests compare with).
 """
 
 from __future__ import annotations
@@ -109,11 +109,6 @@ def _any_in(*needles: str) -> Callable[[str], bool]:
     return lambda text: any(n in text for n in needles)
 
 
-def _search(pattern: str, flags: int = 0) -> Callable[[str], bool]:
-    rx = re.compile(pattern, flags)
-    return lambda text: rx.search(text) is not None
-
-
 def _edge(before: Iterable[str], after: Iterable[str] | None = None) -> Callable[[re.Match[str]], bool]:
     """The match is not glued to these characters on either side (a word boundary the pattern
     does not spell, so it can start with a literal the engine skips to in C)."""
@@ -125,13 +120,47 @@ def _edge(before: Iterable[str], after: Iterable[str] | None = None) -> Callable
     return ok
 
 
-def _both(*checks: Callable[[re.Match[str]], bool]) -> Callable[[re.Match[str]], bool]:
-    return lambda m: all(c(m) for c in checks)
-
-
 # -- secrets (every capture mode) ---------------------------------------------------------------------
 
-# Labels people put before a password or key, as written (matched without regard to case).
+# A pre-check holds for every text its pattern matches in: a literal every match holds, found with
+# ``in`` (C speed; one regex alternation of all of them was slower than the checks one by one).
+# Detectors are grouped under a cheaper gate their pre-checks share ('-', '_', 'A', ...).
+_SECRET_GROUPS: tuple[tuple[tuple[str, ...], tuple[Detector, ...]], ...] = (
+    (("-",), (
+        Detector("PRIVATE_KEY", re.compile(
+            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)"), _any_in("-----BEGIN")),
+        Detector("API_KEY", re.compile(r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_-]{16,}"), _any_in("sk-"), _edge(_WORD)),
+        Detector("API_KEY", re.compile(r"xox[abprs]-[A-Za-z0-9-]{10,}"), _any_in("xox"), _edge(_WORD)),
+    )),
+    (("eyJ",), (
+        Detector("JWT", re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"), _any_in("eyJ"), _edge(_WORD)),
+    )),
+    (("A",), (
+        Detector("API_KEY", _AWS_RX := re.compile(r"A(?:KIA|SIA|GPA|IDA|ROA|NPA|NVA|IPA)[A-Z0-9]{16}"),
+                 lambda t: _AWS_RX.search(t) is not None, _edge(_WORD)),
+        Detector("API_KEY", re.compile(r"AIza[0-9A-Za-z_-]{35}"), _any_in("AIza"), _edge(_WORD)),
+    )),
+    (("_",), (
+        Detector("API_KEY", _GH_RX := re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}"), lambda t: _GH_RX.search(t) is not None,
+                 _edge(_WORD)),
+        Detector("API_KEY", re.compile(r"github_pat_[A-Za-z0-9_]{22,}"), _any_in("github_pat_")),
+        Detector("API_KEY", re.compile(r"(?:sk|rk|pk|whsec)_(?:live|test)_[A-Za-z0-9]{10,}"), _any_in("_live_", "_test_"),
+                 _edge(_WORD)),
+    )),
+    (("earer", "EARER"), (
+        Detector("BEARER_TOKEN", re.compile(r"(?:[Bb]earer|BEARER)\s+[A-Za-z0-9._~+/=-]{12,}"), _any_in("earer", "EARER"),
+                 _edge(_WORD)),
+    )),
+    (("://",), (
+        Detector("API_KEY", re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/]+"), _any_in("hooks.slack.com")),
+        # a password in a URL, also with an empty user name (redis://:PASSWORD@host)
+        Detector("PASSWORD", re.compile(r"://[^:/\s@\x00]*:([^@/\s\x00]+)@"), _any_in("://"), group=1),
+    )),
+)
+_PATTERN_SECRETS: tuple[Detector, ...] = tuple(d for _gates, group in _SECRET_GROUPS for d in group)
+
+
+# Labels people put before a password or key, in a dozen languages (matched without regard to case).
 SECRET_LABELS = (
     "password", "passwd", "passphrase", "passcode", "pwd", "secret", "client secret", "client_secret",
     "api key", "api_key", "api-key", "apikey", "access token", "access_token", "access-token", "auth token",
@@ -141,56 +170,137 @@ SECRET_LABELS = (
     "hasło", "haslo", "heslo", "jelszó", "parola", "şifre", "sifre", "пароль", "κωδικός", "סיסמה",
     "كلمة المرور", "كلمة السر", "पासवर्ड", "パスワード", "暗証番号", "密码", "密碼", "口令", "비밀번호", "암호",
 )
-_LABEL = "(?:" + "|".join(re.escape(x) for x in sorted(SECRET_LABELS, key=len, reverse=True)) + ")"
+
+
+@functools.lru_cache(maxsize=1)
+def _case_table() -> dict[int, str]:
+    """Lower case, one character for one (a character whose case folding is longer is left as is)."""
+    table: dict[int, str] = {}
+    for cp in range(0x41, 0x20000):
+        c = chr(cp)
+        f = c.casefold()
+        if len(f) != 1:
+            f = c.lower()
+        if len(f) == 1 and f != c:
+            table[cp] = f
+    table[0x130] = "i"  # İ
+    return table
+
+
+def casefold(text: str) -> str:
+    """``text`` in lower case, same length and positions (labels are matched in it)."""
+    return text.lower() if text.isascii() else text.translate(_case_table())
+
+
+_LABELS = tuple(sorted({casefold(x) for x in SECRET_LABELS}, key=len, reverse=True))
+# Where a label can start is found with str.find of a few pieces the labels hold (a regex over the
+# whole text tried fifty labels at every letter: 600 µs per 2 KB; str.find runs at C speed).
+_ANCHORS = ("pas", "pwd", "secret", "api", "token", "mdp", "kennw", "contras", "clave", "sen", "wachtw",
+            "adgangsk", "salasana", "has", "heslo", "jelsz", "parol", "ifre", "пароль", "κωδικ", "סיסמה",
+            "كلمة", "पासवर्ड", "パスワード", "暗証番号", "密码", "密碼", "口令", "비밀번호", "암호")
+_BY_ANCHOR: dict[str, list[tuple[str, int]]] = {}
+for _label in _LABELS:
+    _anchor = next(a for a in _ANCHORS if a in _label)  # (every label holds one: checked here, at import)
+    _BY_ANCHOR.setdefault(_anchor, []).append((_label, _label.index(_anchor)))
+_ASCII_ANCHORS = tuple(a for a in _BY_ANCHOR if a.isascii())
+_ALL_ANCHORS = tuple(_BY_ANCHOR)
+
+_LABEL = "(?:" + "|".join(re.escape(x) for x in _LABELS) + ")"
 _VALUE = r"([^\s\"'`,;<>()\[\]{}\x00]{4,})"
 # "password: x", "pwd=x", "mot de passe : x", '"password": "x"'
-_LABEL_COLON = re.compile(rf"(?i){_LABEL}[\"'`]?[ \t]*[:=][ \t]*[\"'`]?{_VALUE}")
+_LABEL_COLON = re.compile(rf"{_LABEL}[\"'`]?[ \t]*[:=][ \t]*[\"'`]?{_VALUE}")
 # "passcode x", "password is x", "パスワードはx": only a value that looks like one (a digit or a symbol)
-_LABEL_SPACE = re.compile(rf"(?i){_LABEL}(?:[ \t]+(?:(?:is|was|est|ist|es|era|é|è)[ \t]+)?|[ \t]*[はが是為为][ \t]*)"
+_LABEL_SPACE = re.compile(rf"{_LABEL}(?:[ \t]+(?:(?:is|was|est|ist|es|era|é|è)[ \t]+)?|[ \t]*[はが是為为][ \t]*)"
                           rf"[\"'`]?{_VALUE}")
 _LOOKS_SECRET = re.compile(r"[0-9!$%*#&@_~^+=?/\\|-]")
-_LABEL_CHECK = _search(_LABEL, re.IGNORECASE)
 
 
-def _label_start_ok(m: re.Match[str]) -> bool:
-    a = m.start()
-    return a == 0 or m.string[a - 1] not in _WORD
+def _label_starts(cf: str) -> list[int]:
+    """Where a label starts in ``cf`` (case-folded), preceded by no letter or digit."""
+    starts = set()
+    for anchor in _ASCII_ANCHORS if cf.isascii() else _ALL_ANCHORS:
+        p = cf.find(anchor)
+        while p >= 0:
+            for label, offset in _BY_ANCHOR[anchor]:
+                s = p - offset
+                if s >= 0 and cf.startswith(label, s) and (s == 0 or cf[s - 1] not in _WORD):
+                    starts.add(s)
+            p = cf.find(anchor, p + 1)
+    return sorted(starts)
 
 
-def _spaced_secret_ok(m: re.Match[str]) -> bool:
-    value = m.group(1)
-    return _label_start_ok(m) and len(value) >= 6 and _LOOKS_SECRET.search(value) is not None
+def _labels(work: str, spans: list[Span]) -> str:
+    """Values after a password or key label: "password: x", "Passwort: x", "passcode x"."""
+    cf = casefold(work)
+    starts = _label_starts(cf)
+    if not starts:
+        return work
+    first = before = len(spans)
+    for rx, spaced in ((_LABEL_COLON, False), (_LABEL_SPACE, True)):
+        end = 0
+        for s in starts:
+            if s < end:
+                continue
+            m = rx.match(cf, s)
+            if m is None or (spaced and (len(m.group(1)) < 6 or _LOOKS_SECRET.search(m.group(1)) is None)):
+                continue
+            spans.append((m.start(1), m.end(1), "SECRET"))
+            end = m.end()
+        if len(spans) > before:
+            cf = _mask(cf, spans, before)
+            before = len(spans)
+    return _mask(work, spans, first) if len(spans) > first else work
 
 
-_AWS = ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA")
-SECRET_DETECTORS: tuple[Detector, ...] = (
-    Detector("PRIVATE_KEY", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)"),
-             _any_in("-----BEGIN")),
-    Detector("JWT", re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"), _any_in("eyJ"), _edge(_WORD)),
-    Detector("API_KEY", re.compile(r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_-]{16,}"), _any_in("sk-"), _edge(_WORD)),
-    Detector("API_KEY", re.compile(r"A(?:KIA|SIA|GPA|IDA|ROA|NPA|NVA|IPA)[A-Z0-9]{16}"), _any_in(*_AWS), _edge(_WORD)),
-    Detector("API_KEY", re.compile(r"AIza[0-9A-Za-z_-]{35}"), _any_in("AIza"), _edge(_WORD)),
-    Detector("API_KEY", re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}"), _any_in("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
-             _edge(_WORD)),
-    Detector("API_KEY", re.compile(r"github_pat_[A-Za-z0-9_]{22,}"), _any_in("github_pat_")),
-    Detector("API_KEY", re.compile(r"xox[abprs]-[A-Za-z0-9-]{10,}"), _any_in("xox"), _edge(_WORD)),
-    Detector("API_KEY", re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/]+"), _any_in("hooks.slack.com")),
-    Detector("API_KEY", re.compile(r"(?:sk|rk|pk|whsec)_(?:live|test)_[A-Za-z0-9]{10,}"), _any_in("_live_", "_test_"),
-             _edge(_WORD)),
-    Detector("BEARER_TOKEN", re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr]\s+[A-Za-z0-9._~+/=-]{12,}"),
-             _search(r"[Bb][Ee][Aa][Rr][Ee][Rr]"), _edge(_WORD)),
-    # a password in a URL, also with an empty user name (redis://:PASSWORD@host)
-    Detector("PASSWORD", re.compile(r"://[^:/\s@\x00]*:([^@/\s\x00]+)@"), _any_in("://"), group=1),
-    Detector("SECRET", _LABEL_COLON, _LABEL_CHECK, _label_start_ok, group=1),
-    Detector("SECRET", _LABEL_SPACE, _LABEL_CHECK, _spaced_secret_ok, group=1),
-)
+SECRET_DETECTORS = _PATTERN_SECRETS  # (and the labels, ``_labels``)
 
 # -- personal data (capture "redacted") -------------------------------------------------------------
 
-EMAIL = Detector("EMAIL", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), _any_in("@"))
-IPV6 = Detector("IP", re.compile(r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:(?:[0-9A-Fa-f]{0,4}:)*"
-                                 r"(?:[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![0-9])|[0-9A-Fa-f]{1,4})?"),
-                _search(r"[0-9A-Fa-f]?:[0-9A-Fa-f]{0,4}:"), _both(_edge(_WORD | {":"}), lambda m: _ipv6(m.group())))
+_EMAIL_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_EMAIL_DOMAIN = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+
+
+def _emails(work: str, spans: list[Span]) -> str:
+    """Local part, '@', domain: found from each '@' (what the pattern
+    ``[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,}`` finds, without trying it at every letter)."""
+    before, floor = len(spans), 0
+    at = work.find("@")
+    while at >= 0:
+        s = at
+        while s > floor and work[s - 1] in _EMAIL_LOCAL:
+            s -= 1
+        m = _EMAIL_DOMAIN.match(work, at + 1) if s < at else None
+        if m is not None:
+            spans.append((s, m.end(), "EMAIL"))
+            floor = m.end()
+            at = work.find("@", floor)
+        else:
+            at = work.find("@", at + 1)
+    return _mask(work, spans, before) if len(spans) > before else work
+
+
+_V6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}:")  # every IPv6 address has one; found at C speed (it starts with ':')
+_V6 = re.compile(r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:(?:[0-9A-Fa-f]{0,4}:)*"
+                 r"(?:[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![0-9])|[0-9A-Fa-f]{1,4})?")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_V6_EDGE = _WORD | {":"}
+
+
+def _ipv6s(work: str, spans: list[Span]) -> str:
+    before, pos = len(spans), 0
+    while (hint := _V6_HINT.search(work, pos)) is not None:
+        p = s = hint.start()
+        while s > pos and p - s < 4 and work[s - 1] in _HEX:
+            s -= 1
+        m = _V6.match(work, s)
+        if m is None:  # (cannot happen: the hint is a match's start) keep looking after it
+            pos = p + 1
+            continue
+        a, b = m.span()
+        if (a == 0 or work[a - 1] not in _V6_EDGE) and (b >= len(work) or work[b] not in _V6_EDGE) and _ipv6(m.group()):
+            spans.append((a, b, "IP"))
+        pos = max(b, p + 1)
+    return _mask(work, spans, before) if len(spans) > before else work
 
 # The length of an IBAN in each country that issues them (the SWIFT registry, and its partners).
 IBAN_LENGTHS = {
@@ -206,45 +316,40 @@ IBAN_LENGTHS = {
     "ST": 25, "SV": 28, "TD": 27, "TG": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
     "YE": 30,
 }
-_IBAN_START = re.compile(r"[A-Za-z]{2}[0-9]{2}")
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def _alnum(ch: str) -> bool:
     return ch in _WORD and ch != "_"
 
 
-def _ibans(work: str, spans: list[Span]) -> None:
-    """Each country code + check digits, read on for exactly that country's length (single spaces
-    allowed between characters), checksum-checked: an IBAN right after another value ends where it must."""
-    pos, n = 0, len(work)
-    while (m := _IBAN_START.search(work, pos)) is not None:
-        s = m.start()
-        length = IBAN_LENGTHS.get(work[s:s + 2].upper())
-        if length is None or (s and work[s - 1] in _WORD):
-            pos = s + 1
-            continue
-        chars, i = [work[s:s + 4].upper()], s + 4
-        count = 4
-        while count < length and i < n:
-            ch = work[i]
-            if _alnum(ch):
-                chars.append(ch.upper())
-                count += 1
-                i += 1
-            elif ch == " " and i + 1 < n and _alnum(work[i + 1]) and work[i - 1] != " ":
-                i += 1
-            else:
-                break
-        if count == length and (i >= n or not _alnum(work[i])) and _iban_ok("".join(chars)):
-            spans.append((s, i, "IBAN"))
-            pos = i
+def _iban_at(work: str, s: int) -> int | None:
+    """The end of the IBAN starting at ``s`` (a country code, then its check digits), or None: read on
+    for exactly that country's length (single spaces allowed between characters) and checksum-checked,
+    so an IBAN right after another value ends where it must."""
+    length = IBAN_LENGTHS.get(work[s:s + 2].upper())
+    if length is None or (s and work[s - 1] in _WORD):
+        return None
+    n = len(work)
+    chars, i, count = [work[s:s + 4].upper()], s + 4, 4
+    while count < length and i < n:
+        ch = work[i]
+        if _alnum(ch):
+            chars.append(ch.upper())
+            count += 1
+            i += 1
+        elif ch == " " and i + 1 < n and _alnum(work[i + 1]) and work[i - 1] != " ":
+            i += 1
         else:
-            pos = s + 1
+            break
+    if count == length and (i >= n or not _alnum(work[i])) and _iban_ok("".join(chars)):
+        return i
+    return None
 
 
 # -- numbers: IPv4, SSN, cards, phones, tried on each run of digits and separators -------------------
 
-_RUN = re.compile(r"[+(]?[0-9][0-9 ().\-/]*")
+_RUN = re.compile(r"[0-9][0-9 ().\-/]*")  # (digit-led; a '+' or '(' before it is taken in by hand)
 _GROUP = re.compile(r"[0-9]+")
 _IP4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 _SSN = re.compile(r"[0-9]{3}-[0-9]{2}-[0-9]{4}")
@@ -347,43 +452,58 @@ _NUMBERS: tuple[tuple[str, Callable[[str, int, int], bool], bool, int], ...] = (
 )
 
 
-def _numbers(work: str, spans: list[Span]) -> None:
-    for run in _RUN.finditer(work):
+def _numeric(work: str, spans: list[Span]) -> str:
+    """Each run of digits and separators (found at C speed: digits are rare in prose): an IBAN if two
+    letters start it, else numbers group by group (``_numbers``)."""
+    pos = 0
+    while (run := _RUN.search(work, pos)) is not None:
         a, b = run.span()
-        while b > a and work[b - 1] not in _DIGITS and work[b - 1] != ")":
-            b -= 1
-        groups = [g.span() for g in _GROUP.finditer(work, a, b)]
-        ends = [g[1] for g in groups]
-        i, n = 0, len(groups)
-        while i < n:
-            s = groups[i][0]
-            shape = _CARD_SHAPE.match(work, s, b)
-            if shape is not None and _is_card_shaped(work, s, shape.end()):
-                if _luhn(shape.group()):
-                    spans.append((s, shape.end(), "CARD"))
-                i = bisect.bisect_left(ends, shape.end()) + 1
+        if a >= 2 and work[a - 2] in _LETTERS and work[a - 1] in _LETTERS and b - a >= 2 and work[a + 1] in _DIGITS:
+            end = _iban_at(work, a - 2)
+            if end is not None:
+                spans.append((a - 2, end, "IBAN"))
+                work = work[:a - 2] + MASK * (end - a + 2) + work[end:]  # (what follows is read without it)
+                pos = end
                 continue
-            lead = s - 1 if s - 1 >= a and work[s - 1] in "+(" else s
-            for name, check, with_lead, longest in _NUMBERS:
-                start = lead if with_lead else s
-                last = bisect.bisect_right(ends, start + longest) - 1  # candidates end at a group's end
-                hit = None
-                for j in range(last, i - 1, -1):
-                    e = ends[j]
-                    if with_lead and e < b and work[e] == ")" and work.count("(", start, e) > work.count(")", start, e):
-                        e += 1  # "(03) ..." keeps its bracket; "(+1 415 555 0132)" as well
-                    if check(work, start, e):
-                        hit = (j, e)
-                        break
-                if hit is not None:
-                    spans.append((start, hit[1], name))
-                    i = hit[0] + 1
+        if a and work[a - 1] in "+(":
+            a -= 1
+        _numbers(work, a, b, spans)
+        pos = b
+    return work
+
+
+def _numbers(work: str, a: int, b: int, spans: list[Span]) -> None:
+    while b > a and work[b - 1] not in _DIGITS and work[b - 1] != ")":
+        b -= 1
+    groups = [g.span() for g in _GROUP.finditer(work, a, b)]
+    ends = [g[1] for g in groups]
+    i, n = 0, len(groups)
+    while i < n:
+        s = groups[i][0]
+        shape = _CARD_SHAPE.match(work, s, b)
+        if shape is not None and _is_card_shaped(work, s, shape.end()):
+            if _luhn(shape.group()):
+                spans.append((s, shape.end(), "CARD"))
+            i = bisect.bisect_left(ends, shape.end()) + 1
+            continue
+        lead = s - 1 if s - 1 >= a and work[s - 1] in "+(" else s
+        for name, check, with_lead, longest in _NUMBERS:
+            start = lead if with_lead else s
+            last = bisect.bisect_right(ends, start + longest) - 1  # candidates end at a group's end
+            hit = None
+            for j in range(last, i - 1, -1):
+                e = ends[j]
+                if with_lead and e < b and work[e] == ")" and work.count("(", start, e) > work.count(")", start, e):
+                    e += 1  # "(03) ..." keeps its bracket; "(+1 415 555 0132)" as well
+                if check(work, start, e):
+                    hit = (j, e)
                     break
-            else:
-                i += 1
-
-
-PII_DETECTORS: tuple[Detector, ...] = (EMAIL, IPV6)
+            if hit is not None:
+                spans.append((start, hit[1], name))
+                i = hit[0] + 1
+                break
+        else:
+            i += 1
 
 
 # -- the whole search ---------------------------------------------------------------------------------
@@ -413,33 +533,43 @@ def _run(det: Detector, work: str, spans: list[Span]) -> str:
     return _mask(work, spans, before) if len(spans) > before else work
 
 
-def may_match(text: str, *, secrets: bool = True, pii: bool = True) -> bool:
-    """False only when ``find`` would find nothing in ``text`` (folded): the detectors' own pre-checks."""
-    if secrets and any(d.precheck is None or d.precheck(text) for d in SECRET_DETECTORS):
-        return True
-    # (IBANs and numbers need a digit)
-    return pii and (_has_digit(text) or any(d.precheck is None or d.precheck(text) for d in PII_DETECTORS))
+def _pattern_secrets(work: str, spans: list[Span], prechecks: bool) -> str:
+    for gates, group in _SECRET_GROUPS:
+        if prechecks and not any(g in work for g in gates):
+            continue
+        for det in group:
+            if not prechecks or det.precheck is None or det.precheck(work):
+                work = _run(det, work, spans)
+    return work
+
+
+# The stages after the pattern secrets: (stage, a pre-check that is a necessary condition for it to
+# find anything, or None when the stage finds its own candidates at C speed, in which mode).
+_STAGES: tuple[tuple[Callable[[str, list[Span]], str], Callable[[str], bool] | None, str], ...] = (
+    (_labels, None, "secrets"),  # (from str.find of the labels' anchors)
+    (_emails, None, "pii"),  # (from str.find of '@')
+    (_ipv6s, lambda t: ":" in t, "pii"),
+    (_numeric, _has_digit, "pii"),  # (IBANs, IPv4, SSN, cards, phones: each needs a digit)
+)
+
+
+# Every detector needs one of these characters or words in the text (a '-' or '_' in most keys, ':' or
+# '=' after a label or a digit or symbol in the value after it, '@', ':' in IPv6, a digit in numbers):
+# prose without any of them, most of a prompt, is passed in one scan.
+_ANY_TRIGGER = re.compile(r"[0-9@:=_!$%*#&^~+?/\\|-]")
+_TRIGGER_WORDS = ("eyJ", "AIza", "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA", "earer", "EARER")
 
 
 def find(text: str, *, secrets: bool = True, pii: bool = True, prechecks: bool = True) -> list[Span]:
     """The spans of secrets (and PII) in ``text`` (folded), sorted, never overlapping.
     ``prechecks=False`` runs every detector on every text: the plain path the fast one must equal."""
+    if prechecks and _ANY_TRIGGER.search(text) is None and not any(w in text for w in _TRIGGER_WORDS):
+        return []
     spans: list[Span] = []
-    work = text
-    if secrets:
-        for det in SECRET_DETECTORS:
-            if not prechecks or det.precheck is None or det.precheck(work):
-                work = _run(det, work, spans)
-    if pii:
-        for det in PII_DETECTORS:
-            if not prechecks or det.precheck is None or det.precheck(work):
-                work = _run(det, work, spans)
-        if not prechecks or _has_digit(work):
-            before = len(spans)
-            _ibans(work, spans)
-            if len(spans) > before:
-                work = _mask(work, spans, before)
-            _numbers(work, spans)
+    work = _pattern_secrets(text, spans, prechecks) if secrets else text
+    for stage, check, mode in _STAGES:
+        if (secrets if mode == "secrets" else pii) and (not prechecks or check is None or check(work)):
+            work = stage(work, spans)
     spans.sort()
     return spans
 
@@ -473,5 +603,5 @@ PRESIDIO_ENTITIES = ("PERSON", "LOCATION", "NRP", "DATE_TIME", "URL", "PHONE_NUM
                      "IBAN_CODE", "IP_ADDRESS", "US_SSN", "US_BANK_NUMBER", "US_DRIVER_LICENSE", "US_PASSPORT",
                      "MEDICAL_LICENSE", "CRYPTO", "ORGANIZATION")
 PLACEHOLDER_NAMES: tuple[str, ...] = tuple(dict.fromkeys(
-    [d.name for d in SECRET_DETECTORS] + [d.name for d in PII_DETECTORS] + ["IBAN"] + [n[0] for n in _NUMBERS]
+    [d.name for d in _PATTERN_SECRETS] + ["SECRET", "EMAIL", "IP", "IBAN"] + [n[0] for n in _NUMBERS]
     + list(MARKERS) + list(PRESIDIO_ENTITIES)))

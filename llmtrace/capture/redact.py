@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from llmtrace.base.detect import Detector, find, find_extra, fold, may_match
+from llmtrace.base.detect import Detector, find, find_extra, fold
 from llmtrace.base.errors import ConfigError
 from llmtrace.base.privacy import Processor, is_secret_key
 from llmtrace.base.serialize import to_jsonable
@@ -135,7 +135,16 @@ class Walker:
         try:
             if kind == "dict":
                 return self._dict(value, depth, child, path, stack, frozen)
-            items = [self._item(v, depth, child, path, i, stack, frozen) for i, v in enumerate(value)]
+            cache = self._cache
+            items = []
+            for i, v in enumerate(value):
+                if type(v) is str:  # (the common leaf, without a call per string)
+                    out = cache.get(v)
+                    if out is None:
+                        out = self.text(v)
+                    items.append(out if child is None or len(out) < _SHARE_MIN else share_text(out, child, (path, i)))
+                else:
+                    items.append(self._walk(v, depth + 1, child, (path, i) if child is not None else None, stack, frozen))
             if kind == "list":
                 return items
             result = tuple(items)
@@ -147,35 +156,31 @@ class Walker:
         finally:
             stack.pop()
 
-    def _item(self, v: Any, depth: int, seen: dict[str, Any] | None, path: tuple | None, key: Any,
-              stack: list[int], frozen: bool) -> Any:
-        if type(v) is str:  # (the common leaf, without a call per string)
-            out = self._cache.get(v)
-            if out is None:
-                out = self.text(v)
-            return out if seen is None or len(out) < _SHARE_MIN else share_text(out, seen, (path, key))
-        return self._walk(v, depth + 1, seen, (path, key) if seen is not None else None, stack, frozen)
-
     def _dict(self, value: Mapping, depth: int, seen: dict[str, Any] | None, path: tuple | None,
               stack: list[int], frozen: bool) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
+        cache = self._cache
+        secret_keys = self.secret_keys
         for k, v in value.items():
             if type(k) is str:
-                key = self._cache.get(k)
+                key = cache.get(k)
                 if key is None:
                     key = self.text(k)
-                secret = self.secret_keys and is_secret_key(k)
+                if secret_keys and is_secret_key(k) and v is not None and not (type(v) is str and not v):
+                    v = SECRET
             else:
                 key = self._key(k)
-                secret = False
-            if key in out and key != k:  # two keys redacted alike ([EMAIL]): neither value is lost
+            if key is not k and key in out:  # two keys redacted alike ([EMAIL]): neither value is lost
                 base, n = key, 2
                 while key in out:
                     key, n = f"{base}#{n}", n + 1
-            if secret and v is not None and not (type(v) is str and not v):
-                out[key] = SECRET
+            if type(v) is str:  # (the common leaf, without a call per string)
+                text = cache.get(v)
+                if text is None:
+                    text = self.text(v)
+                out[key] = text if seen is None or len(text) < _SHARE_MIN else share_text(text, seen, (path, key))
             else:
-                out[key] = self._item(v, depth, seen, path, key, stack, frozen)
+                out[key] = self._walk(v, depth + 1, seen, (path, key) if seen is not None else None, stack, frozen)
         return out
 
     def _key(self, key: Any) -> Any:
@@ -242,11 +247,7 @@ class Redactor(Walker):
 
     def _redact(self, text: str, fast: bool) -> str:
         folded = fold(text)
-        builtin = self.secrets or self.pii
-        if builtin and (not fast or may_match(folded, secrets=self.secrets, pii=self.pii)):
-            spans = find(folded, secrets=self.secrets, pii=self.pii, prechecks=fast)
-        else:
-            spans = []
+        spans = find(folded, secrets=self.secrets, pii=self.pii, prechecks=fast) if self.secrets or self.pii else []
         if self.extra:
             spans = find_extra(text, self.extra, spans)
         if not spans:
