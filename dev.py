@@ -22,9 +22,9 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 PACKAGES = [ROOT / "integrations" / "langchain", ROOT / "integrations" / "llamaindex", ROOT / "examples"]
 PROJECTS = [ROOT / "pyproject.toml", *(p / "pyproject.toml" for p in PACKAGES)]
-# What each command installs: the demo only the library, its integrations and the example app;
+# What each command installs: the demo only the library (with its trace browser), its integrations and the example app;
 # the tests also the dev extra (provider clients, database drivers, Presidio, pandas, notebooks...).
-EXTRAS = {"demo": "", "test": "[dev]"}
+EXTRAS = {"demo": "[ui]", "test": "[dev]"}
 TYPED = ["llmtrace", "integrations/langchain/llmtrace_langchain", "integrations/llamaindex/llmtrace_llamaindex"]
 
 

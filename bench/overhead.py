@@ -6,9 +6,8 @@ Per workload and round: N untraced calls, then N traced calls, then tracer.flush
 a foreground ratio (median traced call / median untraced call) and an amortized ratio ((traced loop
 + final flush) / untraced loop, the "(loop µs)" column: totals on both sides, so the pauses and outliers any loop has count
 on both), both against the untraced block measured just before it, so drift on a shared machine
-cancels out; the figures are medians over rounds. (Until 2026-11-29 the amortized ratio divided by
-the median untraced call instead: that counted the untraced loop's own pauses, about 6% on W1, as
-tracing overhead.) It also checks that
+cancels out; the figures are medians over rounds (loop against loop: dividing by the median
+untraced call would count the untraced loop's own pauses as tracing overhead). It also checks that
 every LLM call and every span is in the database (one trace per call, each with the same span
 tree, nothing dropped, failed or left open).
 

@@ -43,7 +43,7 @@ def test_cost_spike_fires_over_three_times_the_features_average():
     assert call(e, 23, tokens=500, model="unpriced-model") == []  # no price: no cost, no alert
     dear = engine(rules=("cost_spike",))
     base_price = dear.prices.overrides["m"]
-    dear.prices.overrides["big"] = (base_price[0] * 20, 0.0, None)
+    dear.prices.overrides["big"] = (base_price[0] * 20, 0.0, None, None)
     for i in range(20):
         assert call(dear, i) == []
     assert call(dear, 20, model="big") == []  # 20x dearer model of the same feature: its own baseline

@@ -42,7 +42,7 @@ def check_rag_call(call: dict, *, streamed: bool) -> None:
         ("pol-7#2", 0.91, 0), ("kb/electronics.md", 0.74, 1), ("gift-1", 0.42, 2)]
     assert call["retrieved"][0]["content"] == POLICY_DOCS[0].page_content
     assert call["retrieved"][0]["retriever"] == "PolicyRetriever"
-    assert call["tokens"] == {"input": 120, "output": 30, "total": 150, "input_cached": 20, "reasoning": 5}
+    assert call["tokens"] == {"input": 120, "output": 30, "total": 150, "input_cached": 20, "input_cache_write": None, "reasoning": 5}
     lat = call["latency_ms"]
     assert lat["total"] > 0 and lat["retrieval"] is not None and lat["retrieval"] >= 0
     assert lat["tools"] is None
@@ -101,7 +101,7 @@ def test_tokens_absent_are_null_not_zero(sqlite_tracer):
     model = ScriptedChatModel(script=[answer(REFUND_JSON, usage=None, version=None)])
     rag_chain(model).invoke("q", config={"callbacks": [h]})
     call = sqlite_tracer.get_trace(h.last_trace_id).to_dict()["llm_calls"][0]
-    assert call["tokens"] == {"input": None, "output": None, "total": None, "input_cached": None,
+    assert call["tokens"] == {"input": None, "output": None, "total": None, "input_cached": None, "input_cache_write": None,
                               "reasoning": None}
     assert call["model_version"] is None
     assert sqlite_tracer.get_trace(h.last_trace_id).to_dict()["totals"]["input_tokens"] is None

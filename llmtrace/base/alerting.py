@@ -100,12 +100,14 @@ class AlertEngine:
     def observe(self, *, t: float, trace_id: str | None, span_id: str | None, feature: str | None,
                 model: str | None, version: str | None = None, provider: str | None = None,
                 input_tokens: int | None = None, output_tokens: int | None = None, cached_tokens: int | None = None,
-                latency_ms: float | None = None, status: str | None = "ok") -> list[Alert]:
+                cache_write_tokens: int | None = None, latency_ms: float | None = None,
+                status: str | None = "ok") -> list[Alert]:
         """``t``: the call's start in seconds since the epoch (UTC)."""
         fired: list[Alert] = []
         base = {"feature": feature, "model": version or model, "trace_id": trace_id, "span_id": span_id}
         if self._on_cost and (input_tokens is not None or output_tokens is not None):
-            self._cost(fired, base, t, model, version, provider, input_tokens, output_tokens, cached_tokens)
+            self._cost(fired, base, t, model, version, provider, (input_tokens, output_tokens, cached_tokens,
+                                                                   cache_write_tokens))
         if self._on_latency and latency_ms is not None and status == "ok":
             self._latency(fired, base, t, (feature, version or model), latency_ms)
         if self._on_errors:
@@ -114,14 +116,15 @@ class AlertEngine:
             self._context(fired, base, t, model, version, provider, (input_tokens or 0) + (output_tokens or 0))
         return fired
 
-    def _cost(self, fired, base, t, model, version, provider, inp, out, cached) -> None:
+    def _cost(self, fired: list[Alert], base: dict[str, Any], t: float, model: str | None, version: str | None,
+              provider: str | None, tokens: tuple[int | None, int | None, int | None, int | None]) -> None:
         day = int(t // 86400)
         pkey = (model, version, provider, day)
         if pkey not in self._pricers:
             self._pricers[pkey] = self.prices.pricer(model=model, version=version, provider=provider,
                                                      at=_EPOCH + timedelta(seconds=t))
         price = self._pricers[pkey]
-        cost = price(inp, out, cached) if price else None
+        cost = price(*tokens) if price else None
         if cost is None:
             return
         key = (base["feature"], base["model"])  # like for like: a feature's cheap and dear models apart

@@ -6,6 +6,8 @@ from typing import Any
 
 ACTIONS = ("accepted", "edited", "retried", "abandoned")  # what a user finally did with an answer
 FEEDBACK_ACTIONS = (*ACTIONS, "rated")  # and custom names
+# A trace's status once its root run ended (until then it has no row to filter on: SIGNALS.md)
+STATUSES = ("ok", "error")
 ALERT_RULES = ("cost_spike", "latency_spike", "error_rate", "context_limit")
 
 # Trace attributes read from a framework's per-request metadata (RunnableConfig["metadata"]) as

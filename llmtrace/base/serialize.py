@@ -98,8 +98,8 @@ def _default(obj: Any) -> Any:
 def dumps(obj: Any) -> str:
     """JSON text of ``obj`` (compact, non-ASCII kept as is) that every database accepts.
 
-    orjson writes plain data about ten times faster than the standard library, which matters on
-    the writer thread; NaN and infinities become null, as in JavaScript. What orjson refuses (lone
+    orjson, because this runs for every record on the writer thread; NaN and infinities become
+    null, as in JavaScript. What orjson refuses (lone
     surrogates, integers beyond 64 bits, non-string keys, cycles) takes the careful walk, which
     escapes lone surrogates and turns everything else into a readable marker.
     """

@@ -25,8 +25,8 @@ class LiveAlerts:
         self.pending.extend(self.engine.observe(
             t=t, trace_id=row["trace_id"], span_id=row["span_id"], feature=attrs.get("feature"), model=row["model"],
             version=row["model_version"], provider=row["provider"], input_tokens=row["input_tokens"],
-            output_tokens=row["output_tokens"], cached_tokens=row["input_cached_tokens"], latency_ms=row["latency_ms"],
-            status=row["status"]))
+            output_tokens=row["output_tokens"], cached_tokens=row["input_cached_tokens"],
+            cache_write_tokens=row["input_cache_write_tokens"], latency_ms=row["latency_ms"], status=row["status"]))
 
     def deliver(self) -> None:
         alerts, self.pending = self.pending, []

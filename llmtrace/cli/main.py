@@ -7,11 +7,12 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from urllib.parse import quote
 
 from llmtrace.base.config import DEFAULT_URL
-from llmtrace.base.errors import LLMTraceError
-from llmtrace.base.fields import ACTIONS, ALERT_RULES
-from llmtrace.cli.output import add_output_flags, col, emit, ms, pct, usd
+from llmtrace.base.errors import ConfigError, LLMTraceError
+from llmtrace.base.fields import ACTIONS, ALERT_RULES, STATUSES
+from llmtrace.cli.output import add_output_flags, col, console, emit, ms, pct, usd
 
 
 def _db_default() -> str:
@@ -48,10 +49,83 @@ def cmd_demo(args) -> int:
 
 
 def cmd_show(args) -> int:
+    if args.open:
+        return _open_in_browser(args, "/trace/" + quote(args.trace_id, safe=""))
     with _store(args) as store:
         trace = store.get_trace(args.trace_id)
-        print(trace.to_json() if args.json else trace.render())
+        if args.json:
+            print(trace.to_json())
+            return 0
+        from llmtrace.read.text import render_text
+
+        text = render_text(trace.to_dict(), full=args.full)
+    _print_tree(text)
     return 0
+
+
+def _print_tree(text: str) -> None:
+    """The tree, errors and failures in red on a terminal (plain when piped or NO_COLOR)."""
+    from rich.text import Text
+
+    out = console()
+    if not out.is_terminal or out.no_color:
+        sys.stdout.write(text + "\n")
+        return
+    for line in text.splitlines():
+        bad = "✗" in line or "FAILED" in line or "parse error" in line or line.lstrip().startswith("error ")
+        out.print(Text(line, style="red" if bad else ("bold" if line.startswith("trace ") else "")), soft_wrap=True)
+
+
+def _open_in_browser(args, path: str) -> int:
+    """Open a page of the trace browser: in a running ``llmtrace ui`` of this database, else in one
+    started here (which runs until Ctrl-C)."""
+    import webbrowser
+
+    from llmtrace.ui.server import page_url, port_in_use
+
+    if port_in_use(args.host, args.port):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(page_url(args.host, args.port, "/healthz"), timeout=2) as r:
+                same = json.load(r).get("db") == _store(args).url
+        except Exception:  # another program on that port, or a ui that needs a token
+            same = False
+        if not same:
+            raise ConfigError(f"port {args.port} is taken by something other than llmtrace ui on {args.db}: "
+                              "pass --port to start one elsewhere")
+        url = page_url(args.host, args.port, path)
+        print(f"opening {url}")
+        webbrowser.open(url)
+        return 0
+    return _serve(args, open_path=path)
+
+
+def _serve(args, open_path: str | None = None) -> int:
+    try:
+        import jinja2  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        from llmtrace.ui import MISSING_EXTRA
+
+        raise ConfigError(MISSING_EXTRA) from None
+    from llmtrace.ui.server import serve
+
+    serve(args.db, host=args.host, port=args.port, token=getattr(args, "token", None),
+          read_only=getattr(args, "read_only", False), open_path=open_path)
+    return 0
+
+
+def cmd_ui(args) -> int:
+    return _serve(args, open_path="/" if args.open else None)
+
+
+def _red_if(cond):
+    return lambda r: "red" if cond(r) else None
+
+
+_ACTION_STYLE = {"accepted": "green", "edited": "blue", "retried": "yellow", "abandoned": "red"}
 
 
 def cmd_ls(args) -> int:
@@ -60,17 +134,22 @@ def cmd_ls(args) -> int:
             limit=args.limit, since=args.since, until=args.until, feature=args.feature, team=args.team, model=args.model,
             prompt_version=args.prompt_version, user=args.user, status=args.status, error_type=args.error_type,
             validation_failed=args.validation_failed, action=args.action, min_cost=args.min_cost,
-            min_latency_ms=args.min_latency, chunk_source=args.chunk, text=args.search)
+            min_latency_ms=args.min_latency, chunk_source=args.chunk, text=args.search, session_id=args.session,
+            environment=args.environment, name=args.name)
     columns = [
-        col("started (UTC)", lambda r: (r["started_at"] or "")[:19].replace("T", " "), left=True),
-        col("trace id", "trace_id", left=True), col("status", "status", left=True),
-        col("ms", lambda r: ms(r["latency_ms"])), col("calls", "llm_calls"),
+        col("started (UTC)", lambda r: (r["started_at"] or "")[:19].replace("T", " "), left=True, priority=1),
+        col("trace id", "trace_id", left=True, priority=0),
+        col("status", "status", left=True, priority=2, style=_red_if(lambda r: r["status"] == "error")),
+        col("ms", lambda r: ms(r["latency_ms"]), priority=3), col("calls", "llm_calls", priority=8),
         col("tokens in/out", lambda r: f"{r['input_tokens'] or 0}/{r['output_tokens'] or 0}"
-            if r["input_tokens"] is not None or r["output_tokens"] is not None else None),
-        col("cost", lambda r: usd(r["cost_usd"])), col("feature", "feature", left=True),
-        col("models", lambda r: ", ".join(r["models"]), left=True),
-        col("errors", lambda r: ", ".join(r["errors"]), left=True), col("user action", "action", left=True),
-        col("name", "name", left=True),
+            if r["input_tokens"] is not None or r["output_tokens"] is not None else None, priority=7),
+        col("cost", lambda r: usd(r["cost_usd"]), priority=6), col("feature", "feature", left=True, priority=9, shrink=True),
+        col("models", lambda r: ", ".join(r["models"]), left=True, priority=11, shrink=True),
+        col("errors", lambda r: ", ".join(r["errors"]), left=True, priority=10, shrink=True,
+            style=_red_if(lambda r: bool(r["errors"]))),
+        col("user action", lambda r: r["action"] or (r["feedback"][-1]["action"] if r["feedback"] else None), left=True,
+            priority=4, style=lambda r: _ACTION_STYLE.get(r["action"] or "")),
+        col("name", "name", left=True, priority=5, shrink=True),
     ]
     emit(args, rows, columns, f"{len(rows)} trace(s), newest first", f"no matching traces in {args.db}")
     return 0
@@ -83,18 +162,21 @@ def cmd_stats(args) -> int:
     with _store(args) as store:
         rows = store.stats(dims, since=args.since, until=args.until, feature=args.feature, model=args.model,
                            team=args.team, prompt_version=args.prompt_version, user=args.user)
-    columns = [col(d, d.replace("-", "_"), left=True) for d in dims] + [
-        col("calls", "calls"),
-        col("in tok/call", "avg_input_tokens"), col("out tok/call", "avg_output_tokens"),
+    columns = [col(d, d.replace("-", "_"), left=True, priority=0, shrink=True) for d in dims] + [
+        col("calls", "calls", priority=1),
+        col("in tok/call", "avg_input_tokens", priority=7), col("out tok/call", "avg_output_tokens", priority=8),
         col("cost", lambda r: usd(r["cost_usd"]) if not r["unpriced_calls"] or r["cost_usd"] is None
-            else f"{usd(r['cost_usd'])}+?"),
-        col("p50 ms", lambda r: ms(r["latency_p50_ms"])), col("p95 ms", lambda r: ms(r["latency_p95_ms"])),
-        col("p99 ms", lambda r: ms(r["latency_p99_ms"])), col("ttft p95", lambda r: ms(r["ttft_p95_ms"])),
-        col("errors", lambda r: pct(r["error_rate"])),
-        col("by type", lambda r: ", ".join(f"{k} {v}" for k, v in list(r["errors_by_type"].items())[:3]), left=True),
-        col("parse ✗", lambda r: pct(r["parse_failure_rate"])), col("valid ✗", lambda r: pct(r["validation_failure_rate"])),
-        col("acc/edit/retry/aband", lambda r: "/".join(str(r[f"feedback_{a}"]) for a in
-                                                       ACTIONS)),
+            else f"{usd(r['cost_usd'])}+?", priority=2),
+        col("p50 ms", lambda r: ms(r["latency_p50_ms"]), priority=5), col("p95 ms", lambda r: ms(r["latency_p95_ms"]), priority=3),
+        col("p99 ms", lambda r: ms(r["latency_p99_ms"]), priority=9), col("ttft p95", lambda r: ms(r["ttft_p95_ms"]), priority=10),
+        col("errors", lambda r: pct(r["error_rate"]), priority=4, style=_red_if(lambda r: r["error_rate"] > 0)),
+        col("by type", lambda r: ", ".join(f"{k} {v}" for k, v in list(r["errors_by_type"].items())[:3]), left=True,
+            priority=13, shrink=True, style=_red_if(lambda r: bool(r["errors_by_type"]))),
+        col("parse ✗", lambda r: pct(r["parse_failure_rate"]), priority=11,
+            style=_red_if(lambda r: r["parse_failure_rate"] > 0)),
+        col("valid ✗", lambda r: pct(r["validation_failure_rate"]), priority=12,
+            style=_red_if(lambda r: r["validation_failure_rate"] > 0)),
+        col("acc/edit/retry/aband", lambda r: "/".join(str(r[f"feedback_{a}"]) for a in ACTIONS), priority=6),
     ]
     window = f" since {args.since}" if args.since else ""
     emit(args, rows, columns, f"LLM calls by {', '.join(dims) or 'all'}{window}", f"no LLM calls{window} in {args.db}")
@@ -111,6 +193,7 @@ def cmd_alerts(args) -> int:
     columns = [col("at (UTC)", lambda r: r["at"][:19].replace("T", " "), left=True), col("rule", "rule", left=True),
                col("feature", "feature", left=True), col("trace id", "trace_id", left=True),
                col("what", "message", left=True)]
+    args.wide = True  # an alert is read whole: its message is never cut to the terminal
     emit(args, rows, columns, f"{len(rows)} alert(s) since {args.since}", f"no alerts since {args.since} in {args.db}")
     return 1 if rows and args.exit_code else 0
 
@@ -120,7 +203,8 @@ def cmd_export(args) -> int:
         labels = tuple(args.label) if args.label else None
         n = store.export_eval_set(args.output, format=args.format, labels=labels, feature=args.feature,
                                   model=args.model, prompt_version=args.prompt_version, validation=args.validation,
-                                  actions=tuple(args.action) if args.action else None)
+                                  actions=tuple(args.action) if args.action else None, since=args.since,
+                                  until=args.until)
     print(f"exported {n} row(s) to {args.output}")
     return 0
 
@@ -206,9 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", "Record an offline demo app (a refunds assistant), attach user actions, show a trace.", cmd_demo)
     p.add_argument("--quiet", action="store_true", help="do not print the trace tree")
     p.add_argument("--export", default="llmtrace-eval.jsonl", help="where to write the demo's eval set")
-    p = add("show", "Show one trace as a tree, or as the SIGNALS.md document with --json.", cmd_show)
+    p = add("show", "Show one trace as a tree, or as the SIGNALS.md document with --json, or its page in the "
+                    "browser with --open.", cmd_show)
     p.add_argument("trace_id")
-    p.add_argument("--json", action="store_true", help="print the trace document as JSON")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--json", action="store_true", help="print the trace document as JSON")
+    how.add_argument("--full", action="store_true", help="print every message and whole content (default: cut to a line)")
+    how.add_argument("--open", action="store_true", help="open the trace's page of llmtrace ui in the browser (starts "
+                                                         "the ui when none runs on --port)")
+    _ui_address_flags(p)
     p = add("ls", "Find traces, newest first: every filter given must match.", cmd_ls)
     p.add_argument("--limit", type=int, default=20, help="how many traces (default 20)")
     p.add_argument("--since", help="started since: 7d, 12h, 30m, or a date/time (2026-11-01)")
@@ -218,10 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a call used this model (name or exact version)")
     p.add_argument("--prompt-version")
     p.add_argument("--user", help="a user id (hashed like the stored one) or a stored hash u_...")
-    p.add_argument("--status", choices=["ok", "error", "open"])
+    p.add_argument("--status", choices=STATUSES)
     p.add_argument("--error-type", help="a span failed with this error type (timeout, rate_limit, auth, ...)")
     p.add_argument("--validation-failed", action="store_true", help="a parse or validation check failed")
-    p.add_argument("--action", choices=ACTIONS, help="the user's last action")
+    p.add_argument("--action", help="the user's last action (accepted, edited, retried, abandoned), or any feedback "
+                                    "saying rated or a custom action")
+    p.add_argument("--session", help="traces of this session (conversation) id")
+    p.add_argument("--environment")
+    p.add_argument("--name", help="traces with this name")
     p.add_argument("--min-cost", type=float, help="total cost at least this many USD")
     p.add_argument("--min-latency", type=float, help="trace latency at least this many milliseconds")
     p.add_argument("--chunk", help="used a retrieved chunk with this source id")
@@ -241,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-version")
     p.add_argument("--user", help="a user id (hashed like the stored one) or a stored hash u_...")
     add_output_flags(p)
+    p = add("ui", "Browse traces in a local web page: the list with filters, each trace's spans and signals, "
+                  "sessions, stats with charts, two traces compared; record feedback from the page.", cmd_ui)
+    _ui_address_flags(p)
+    p.add_argument("--token", help="access token every request must carry (required for any address but loopback; "
+                                   "default $LLMTRACE_UI_TOKEN)")
+    p.add_argument("--read-only", action="store_true", help="no feedback or validation forms")
+    p.add_argument("--open", action="store_true", help="open the page in the browser")
     p = add("alerts", "Evaluate the alert rules over recorded calls: cost spike (3x the average of the feature and model), latency "
                       "spike (2x p95), error rate over 5%%/hour, tokens near the context limit.", cmd_alerts)
     p.add_argument("--since", default="24h", help="alerts fired by calls since: 24h (default), 7d, or a date/time")
@@ -250,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature")
     p.add_argument("--model")
     p.add_argument("--exit-code", action="store_true", help="exit 1 when an alert fires (for cron and CI checks)")
-    add_output_flags(p)
+    add_output_flags(p, wide=False)
     p = add("export", "Export feedback-labelled LLM calls as an eval set.", cmd_export)
     p.add_argument("-o", "--output", required=True, help="file to write")
     p.add_argument("--format", default="jsonl", choices=["jsonl", "openai", "dataset", "parquet"],
@@ -261,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only traces whose user's last action is this (repeatable)")
     p.add_argument("--label", action="append", choices=["positive", "negative", "corrected"],
                    help="only these labels (repeatable)")
+    p.add_argument("--since", help="only traces started since: 7d, 12h, 30m, or a date/time (2026-11-01)")
+    p.add_argument("--until", help="only traces started before this (same forms as --since)")
     p.add_argument("--feature")
     p.add_argument("--model")
     p.add_argument("--prompt-version")
@@ -284,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "longer holds that link (a chain rebuilt from the end)")
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def _ui_address_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8700, help="port (default 8700)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 from llmtrace.base.alerting import Alert, AlertEngine, AlertRules, epoch_seconds
 from llmtrace.base.cost import PriceBook
-from llmtrace.read.queries import AT, iter_calls, parse_time
+from llmtrace.read.queries import iter_calls, parse_time
 from llmtrace.store.engine import Database
 
 
@@ -23,18 +23,16 @@ def evaluate(store: Database, prices: PriceBook, rules: AlertRules | None = None
     out: list[Alert] = []
     store.ensure_schema()
     with store.engine.connect() as conn:
-        feature_at = AT["feature"]
         for r in iter_calls(conn, since=start, until=until, ordered=True, **filters):
-            span_id, trace_id, started_at, model, version, provider, inp, outp, cached, latency, _ttft, status = r[:12]
-            if started_at is None:
-                continue
-            at = parse_time(started_at)
+            at = parse_time(r.started_at)
             if at is None:
                 continue
             t = epoch_seconds(at)
-            fired = engine.observe(t=t, trace_id=trace_id, span_id=span_id, feature=r[feature_at], model=model,
-                                   version=version, provider=provider, input_tokens=inp, output_tokens=outp,
-                                   cached_tokens=cached, latency_ms=latency, status=status)
+            fired = engine.observe(t=t, trace_id=r.trace_id, span_id=r.span_id, feature=r.feature, model=r.model,
+                                   version=r.model_version, provider=r.provider, input_tokens=r.input_tokens,
+                                   output_tokens=r.output_tokens, cached_tokens=r.input_cached_tokens,
+                                   cache_write_tokens=r.input_cache_write_tokens, latency_ms=r.latency_ms,
+                                   status=r.status)
             if fired and t >= cutoff:
                 out.extend(fired)
     return out

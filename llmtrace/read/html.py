@@ -12,15 +12,44 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-_STYLE = """<style>
-.llmt{font:13px/1.4 system-ui,sans-serif;color:#222;max-width:1100px}
-.llmt h3{margin:.4em 0}.llmt h4{margin:.8em 0 .3em}
-.llmt .bar{height:10px;background:#7aa7e0;border-radius:2px}.llmt .err .bar{background:#e07a7a}
-.llmt table{border-collapse:collapse;width:100%}.llmt td{padding:2px 6px;vertical-align:top;border-bottom:1px solid #eee}
-.llmt pre{white-space:pre-wrap;margin:0;max-height:240px;overflow:auto;background:#f7f7f7;padding:4px}
-.llmt .ok{color:#2a7}.llmt .bad{color:#c33;font-weight:600}.llmt .muted{color:#888}
-.llmt .lost{outline:2px solid #e0a100}.llmt .call{border:1px solid #ddd;border-radius:4px;padding:6px;margin:8px 0}
-</style>"""
+# Written plainly, then every declaration made !important and the view's elements reset to the
+# browser's defaults first: a notebook's own stylesheet (JupyterLab's .jp-RenderedHTMLCommon,
+# classic Notebook's .rendered_html) right-aligns table cells, fixes table layout and breaks words
+# mid-word, and its selectors (e.g. "tbody tr:nth-child(odd)") outrank any single class of ours.
+# The bars' geometry is inline and !important too, so the reset cannot undo it.
+_CSS = """
+.llmt, .llmt * {all:revert; box-sizing:border-box}
+.llmt {display:block; font:13px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif; color:#222; max-width:1100px;
+  text-align:left; background:transparent}
+.llmt * {font-family:inherit; font-size:inherit; line-height:inherit; color:inherit; text-align:left;
+  word-break:normal; overflow-wrap:break-word; white-space:normal; letter-spacing:normal; text-transform:none}
+.llmt h3 {font-size:15px; font-weight:700; margin:6px 0}
+.llmt h4 {font-size:13px; font-weight:700; margin:10px 0 4px}
+.llmt div {display:block; margin:0; padding:0}
+.llmt .bar {height:10px; background:#7aa7e0; border-radius:2px}
+.llmt .err .bar {background:#e07a7a}
+.llmt table {border-collapse:collapse; width:100%; table-layout:auto; margin:0; border:0; background:transparent}
+.llmt tr, .llmt tbody tr, .llmt tbody tr:nth-child(odd), .llmt tbody tr:hover {background:transparent; border:0}
+.llmt td {padding:2px 6px; vertical-align:top; border:0; border-bottom:1px solid #eee; text-align:left;
+  white-space:normal; max-width:none}
+.llmt pre {display:block; white-space:pre-wrap; word-break:normal; overflow-wrap:anywhere; margin:0; max-height:240px;
+  overflow:auto; background:#f7f7f7; padding:4px; border:0; border-radius:0; font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;
+  text-align:left}
+.llmt .ok {color:#2a7} .llmt .bad {color:#c33; font-weight:600} .llmt .muted {color:#888}
+.llmt .lost {outline:2px solid #e0a100} .llmt .call {border:1px solid #ddd; border-radius:4px; padding:6px; margin:8px 0}
+.llmt b {font-weight:700}
+"""
+
+
+def _important(css: str) -> str:
+    """Every declaration of ``css`` marked !important."""
+    import re
+
+    return re.sub(r"\s*([;}])", lambda m: m.group(1), re.sub(r"([^;{}\s][^;{}]*?:[^;{}]+?)\s*(?=[;}])",
+                                                              r"\1 !important", css))
+
+
+_STYLE = "<style>" + _important(_CSS) + "</style>"
 
 
 def _text(value: Any, limit: int = 4000) -> str:
@@ -63,10 +92,10 @@ def _waterfall(doc: dict[str, Any]) -> str:
         cls = " err" if s["status"] == "error" else ""
         err = f' <span class="bad">{escape(s["error"]["type"])}</span>' if s.get("error") else ""
         rows.append(
-            f'<tr class="{cls.strip()}"><td style="padding-left:{d * 12}px">{escape(s["kind"] or "")} '
-            f'<b>{escape(s["name"] or "")}</b>{err}</td><td style="width:45%"><div class="bar" '
-            f'style="margin-left:{max(0, min(left, 100)):.1f}%;width:{min(width, 100):.1f}%"></div></td>'
-            f"<td>{_ms(s['latency_ms'])}</td></tr>")
+            f'<tr class="{cls.strip()}"><td style="padding-left:{d * 12}px !important">{escape(s["kind"] or "")} '
+            f'<b>{escape(s["name"] or "")}</b>{err}</td><td style="width:45% !important"><div class="bar" '
+            f'style="margin-left:{max(0, min(left, 100)):.1f}% !important;width:{min(width, 100):.1f}% !important">'
+            f"</div></td><td>{_ms(s['latency_ms'])}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -102,7 +131,7 @@ def _call(c: dict[str, Any]) -> str:
             for tc in c["tool_calls"]) + "</table>")
     lost = c["raw_completion"] not in (None, "") and c["parsed"] is None and c.get("parser")
     parts.append('<h4>Raw completion / parsed</h4><table><tr>'
-                 f'<td style="width:50%">{_text(c["raw_completion"])}</td>'
+                 f'<td style="width:50% !important">{_text(c["raw_completion"])}</td>'
                  f'<td class="{"lost" if lost else ""}">{_text(c["parsed"])}'
                  + (f'<div class="bad">parse error: {escape(str(c["parse_error"]))}</div>' if c.get("parse_error") else "")
                  + "</td></tr></table>")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -15,19 +15,44 @@ from llmtrace.store import schema as S
 from llmtrace.store.engine import utcnow
 from llmtrace.store.retention import parse_age
 
-# One LLM call as stats and alerts see it: the call's columns, then its trace's attributes.
-_C, _T = S.llm_calls, S.traces
-# started_at comes back as text ('2026-11-22 10:00:00.123456'): parsing a million datetimes costs as
-# much as the query, and grouping by day or pricing per day needs only its first ten characters.
-_CALL_COLUMNS = (
-    _C.c.span_id, _C.c.trace_id, sa.cast(_C.c.started_at, sa.String).label("started_at"), _C.c.model,
-    _C.c.model_version, _C.c.provider, _C.c.input_tokens, _C.c.output_tokens, _C.c.input_cached_tokens,
-    _C.c.latency_ms, _C.c.ttft_ms, _C.c.status, _C.c.error_type, _C.c.finish_reason,
-)
-TRACE_ATTRS = ("feature", "team", "user_hash", "prompt_version", "session_id", "environment")
-# position of each field in the tuples ``iter_calls`` yields
-AT = {name: i for i, name in enumerate([c.name for c in _CALL_COLUMNS] + list(TRACE_ATTRS))}
-_NO_TRACE = (None,) * len(TRACE_ATTRS)
+_CALLS, _TRACES = S.llm_calls, S.traces
+
+
+class CallRow(NamedTuple):
+    """One LLM call as stats and alerts see it: the call's columns, then its trace's attributes
+    (None while the trace is open). Field names are the columns' names."""
+
+    span_id: str
+    trace_id: str
+    started_at: str | None  # as text ('2026-11-22 10:00:00.123456'): see iter_calls
+    model: str | None
+    model_version: str | None
+    provider: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    input_cached_tokens: int | None
+    input_cache_write_tokens: int | None
+    latency_ms: float | None
+    ttft_ms: float | None
+    status: str | None
+    error_type: str | None
+    finish_reason: str | None
+    feature: str | None
+    team: str | None
+    user_hash: str | None
+    prompt_version: str | None
+    session_id: str | None
+    environment: str | None
+
+
+# The trace attributes calls can be filtered and grouped by: the last fields of CallRow.
+TRACE_FILTER_COLUMNS = CallRow._fields[CallRow._fields.index("feature"):]
+# started_at comes back as text: parsing a million datetimes costs as much as the query, and
+# grouping by day or pricing per day needs only its first ten characters.
+_CALL_COLUMNS = tuple(sa.cast(_CALLS.c.started_at, sa.String).label("started_at") if name == "started_at"
+                      else _CALLS.c[name] for name in CallRow._fields[:-len(TRACE_FILTER_COLUMNS)])
+_NO_TRACE = (None,) * len(TRACE_FILTER_COLUMNS)
+_new_row = tuple.__new__
 _SLACK = timedelta(days=1)  # a trace starts before its calls: how far before a window its traces are read
 
 
@@ -66,36 +91,35 @@ def parse_time(value: str | datetime | None) -> datetime | None:
 
 
 def iter_calls(conn: sa.Connection, *, since: datetime | None = None, until: datetime | None = None,
-               model: str | None = None, ordered: bool = False, **trace_filters: str | None) -> Iterator[tuple]:
-    """The LLM calls started in [since, until) as tuples (see ``AT``): the call's columns, then its
-    trace's attributes (None while the trace is open). ``model`` matches a name or an exact version;
+               model: str | None = None, ordered: bool = False, **trace_filters: str | None) -> Iterator[CallRow]:
+    """The LLM calls started in [since, until), as ``CallRow``. ``model`` matches a name or an exact version;
     ``trace_filters`` (feature, team, user_hash, prompt_version, environment) match the trace.
 
     Calls and traces are read by two range scans and joined here: a SQL join costs one index lookup
     per call, which on a million-call SQLite file is most of the time. A call whose trace started
     over a day before it (or is still open) comes last, even when ``ordered``."""
-    unknown = set(trace_filters) - set(TRACE_ATTRS)
+    unknown = set(trace_filters) - set(TRACE_FILTER_COLUMNS)
     if unknown:
-        raise ConfigError(f"unknown filter(s) {sorted(unknown)}; filters are model, {', '.join(TRACE_ATTRS)}")
-    wanted = [(TRACE_ATTRS.index(k), v) for k, v in trace_filters.items() if v is not None]
+        raise ConfigError(f"unknown filter(s) {sorted(unknown)}; filters are model, {', '.join(TRACE_FILTER_COLUMNS)}")
+    wanted = [(TRACE_FILTER_COLUMNS.index(k), v) for k, v in trace_filters.items() if v is not None]
     attrs: dict[str, tuple] = {}
-    tq = sa.select(_T.c.trace_id, *(_T.c[a] for a in TRACE_ATTRS))
+    tq = sa.select(_TRACES.c.trace_id, *(_TRACES.c[a] for a in TRACE_FILTER_COLUMNS))
     if since is not None:
-        tq = tq.where(_T.c.started_at >= since - _SLACK)
+        tq = tq.where(_TRACES.c.started_at >= since - _SLACK)
     if until is not None:
-        tq = tq.where(_T.c.started_at < until)
+        tq = tq.where(_TRACES.c.started_at < until)
     for part in conn.execution_options(yield_per=10_000).execute(tq).partitions():
         for trace_id, *values in part:
             attrs[trace_id] = tuple(values)
     stmt = sa.select(*_CALL_COLUMNS)
     if since is not None:
-        stmt = stmt.where(_C.c.started_at >= since)
+        stmt = stmt.where(_CALLS.c.started_at >= since)
     if until is not None:
-        stmt = stmt.where(_C.c.started_at < until)
+        stmt = stmt.where(_CALLS.c.started_at < until)
     if model is not None:
-        stmt = stmt.where(sa.or_(_C.c.model == model, _C.c.model_version == model))
+        stmt = stmt.where(sa.or_(_CALLS.c.model == model, _CALLS.c.model_version == model))
     if ordered:
-        stmt = stmt.order_by(_C.c.started_at)
+        stmt = stmt.order_by(_CALLS.c.started_at)
     late: list[tuple] = []  # calls whose trace started before the slack (or is still open): resolved last
     for part in conn.execution_options(yield_per=10_000).execute(stmt).partitions():
         for r in part:
@@ -103,15 +127,15 @@ def iter_calls(conn: sa.Connection, *, since: datetime | None = None, until: dat
             if trace is None:
                 late.append(tuple(r))
             elif not wanted or all(trace[i] == v for i, v in wanted):
-                yield (*r, *trace)
-    by_id = sa.select(_T.c.trace_id, *(_T.c[a] for a in TRACE_ATTRS))
+                yield _new_row(CallRow, (*r, *trace))
+    by_id = sa.select(_TRACES.c.trace_id, *(_TRACES.c[a] for a in TRACE_FILTER_COLUMNS))
     for chunk in _chunks(sorted({r[1] for r in late}), 500):
-        for trace_id, *values in conn.execute(by_id.where(_T.c.trace_id.in_(chunk))):
+        for trace_id, *values in conn.execute(by_id.where(_TRACES.c.trace_id.in_(chunk))):
             attrs[trace_id] = tuple(values)
     for call in late:
         trace = attrs.get(call[1], _NO_TRACE)
         if not wanted or all(trace[i] == v for i, v in wanted):
-            yield call + trace
+            yield _new_row(CallRow, call + trace)
 
 
 def _chunks(items: list, n: int) -> Iterator[list]:

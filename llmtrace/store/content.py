@@ -1,8 +1,8 @@
 """Content stored once per trace: a long string a trace already stored becomes a reference.
 
 One answer travels through many spans (the model's completion is the parser's input and output, and
-every enclosing chain's output; LlamaIndex passes the same context text down five levels). Storing
-it once per trace keeps a W4 query's content at a third of its size and the writer's commit smaller.
+every enclosing chain's output; LlamaIndex passes the same context text down five levels): a long
+string is stored once per trace however many spans carry it.
 
 A repeated string becomes ``{"__llmtrace_same__": [owner, field, *path]}`` pointing at its first
 occurrence, which is always stored in full. Only strings of ``MIN_CHARS`` or more, at most two

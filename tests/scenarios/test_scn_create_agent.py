@@ -96,7 +96,7 @@ def test_agent_streamed_messages_and_async(scn_tracer, scn_handler):
     assert (tc["id"], tc["args"], tc["result"], tc["status"]) == ("call_c", {"order_id": "C-3"}, "order C-3: delivered", "ok")
     assert second["streamed"] is True and second["raw_completion"] == "Order C-3 was delivered yesterday."
     assert 0 < second["latency_ms"]["ttft"] <= second["latency_ms"]["total"]
-    assert second["tokens"] == {"input": 120, "output": 30, "total": 150, "input_cached": 20, "reasoning": 5}
+    assert second["tokens"] == {"input": 120, "output": 30, "total": 150, "input_cached": 20, "input_cache_write": None, "reasoning": 5}
 
 
 class OrderStatus(BaseModel):

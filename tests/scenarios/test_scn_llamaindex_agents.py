@@ -7,17 +7,24 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent, ReActAgent
-from llama_index.core.base.llms.types import ToolCallBlock
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import ChatMessage, MockLLM
-from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
 from llama_index.core.workflow import Context, Event, StartEvent, StopEvent, Workflow, step
 from pydantic import BaseModel, ValidationError
 
 from .scn_support import all_trace_ids, completion, path, scripted_openai
+
+try:  # the fakes that script an agent's tool calls: llama-index-core 0.14.10 and later
+    from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent, ReActAgent
+    from llama_index.core.base.llms.types import ToolCallBlock
+    from llama_index.core.llms.mock import MockFunctionCallingLLM
+except ImportError:  # the oldest cores the pin allows: these tests skip, the others run
+    AgentWorkflow = FunctionAgent = ReActAgent = ToolCallBlock = MockFunctionCallingLLM = None
+
+needs_agent_fakes = pytest.mark.skipif(MockFunctionCallingLLM is None, reason=(
+    "this llama-index-core has no MockFunctionCallingLLM / ToolCallBlock (0.14.10+) to script an agent with"))
 
 
 def lookup_order(order_id: str) -> str:
@@ -38,6 +45,7 @@ def run(start):
 
 # -- FunctionAgent -----------------------------------------------------------------------------
 
+@needs_agent_fakes
 def test_function_agent_parallel_tool_calls_while_streaming_events(scn_tracer, li_inst):
     def respond(messages, **kwargs):
         if not any(m.role.value == "tool" for m in messages):
@@ -70,6 +78,7 @@ def test_function_agent_parallel_tool_calls_while_streaming_events(scn_tracer, l
     assert second["latency_ms"]["tools"] == pytest.approx(sum(t["latency_ms"] for t in first["tool_calls"]))
 
 
+@needs_agent_fakes
 def test_agent_workflow_handoff_between_agents(scn_tracer, li_inst):
     def triage(messages, **kwargs):
         return ChatMessage(role="assistant", blocks=[ToolCallBlock(
@@ -98,6 +107,7 @@ def test_agent_workflow_handoff_between_agents(scn_tracer, li_inst):
     assert final["raw_completion"] == "A-1 was delivered." and doc["totals"]["llm_calls"] == 3
 
 
+@needs_agent_fakes
 @pytest.mark.filterwarnings("ignore:Skipping serialization")  # (workflows: the agent's memory is not serializable)
 def test_react_agent_two_turns_in_one_context(scn_tracer, li_inst):
     def respond(messages, **kwargs):
@@ -174,9 +184,23 @@ def test_custom_workflow_steps_are_one_trace(scn_tracer, li_inst):
     assert root["ended_at"] >= polish["ended_at"]  # the run's span lasts until its last step
 
 
+def _workflows_major() -> int:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return int(version("llama-index-workflows").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return 0
+
+
+@pytest.mark.xfail(_workflows_major() < 2, strict=True, reason=(
+    "new: on llama-index-workflows < 2 Workflow.run returns a future and LlamaIndex's dispatcher ends its span "
+    "with result None when the future failed: the trace is 'ok' though the run raised"))
 def test_custom_workflow_failing_step_is_an_error_trace(scn_tracer, li_inst):
-    with pytest.raises(ValueError, match="style guide missing"):
+    # (llama-index-workflows before 2.0 wraps the step's error in a WorkflowRuntimeError)
+    with pytest.raises(Exception, match="style guide missing") as raised:
         run(lambda: FailsInPolish(timeout=10).run(topic="refunds"))
+    assert type(raised.value).__name__ in ("ValueError", "WorkflowRuntimeError")
     doc = scn_tracer.get_trace(li_inst.last_trace_id).to_dict()
     assert doc["status"] == "error" and doc["totals"] == {**doc["totals"], "llm_calls": 1, "errors": 1}
     [failed] = [s for s in doc["spans"] if s["status"] == "error" and s["name"] == "FailsInPolish.polish"]
@@ -186,7 +210,6 @@ def test_custom_workflow_failing_step_is_an_error_trace(scn_tracer, li_inst):
 
 # -- predict_and_call (issue 14 item 8) --------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 8: predict_and_call: one tool call recorded three times, tools_offered null")
 def test_predict_and_call_one_tool_call_one_entry(scn_tracer, li_inst):
     sent: list[dict] = []
     llm = scripted_openai([completion(None, [("call_9", "lookup_order", {"order_id": "A-1"})], finish="tool_calls")], sent)
@@ -213,7 +236,6 @@ def _embedding_span(doc: dict) -> dict:
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-@pytest.mark.xfail(strict=True, reason="issue 14 item 9: batched embeddings keep only the last batch")
 def test_embedding_batches_record_every_text_and_all_tokens(scn_tracer, li_inst, mode):
     from llama_index.core.utils import get_tokenizer
 
@@ -230,7 +252,6 @@ def test_embedding_batches_record_every_text_and_all_tokens(scn_tracer, li_inst,
     assert span["outputs"]["token_count"] == sum(len(tokenizer(t)) for t in TEXTS)
 
 
-@pytest.mark.xfail(strict=True, reason="new: async batched embeddings record the model as null (one model_dict kept per span)")
 def test_async_embedding_batches_keep_the_model_name(scn_tracer, li_inst):
     model = MockEmbedding(embed_dim=4, embed_batch_size=2)
     model.get_text_embedding_batch(TEXTS)
@@ -248,8 +269,19 @@ class Person(BaseModel):
     age: int
 
 
+def _json_schema_path() -> bool:
+    from llama_index.llms.openai import OpenAI
+
+    return hasattr(OpenAI, "_should_use_structure_outputs")
+
+
+# (llama-index-llms-openai before 0.4, the last for llama-index-core 0.12, asks for a tool call instead)
+needs_json_schema = pytest.mark.skipif(not _json_schema_path(), reason="this llama-index-llms-openai has no "
+                                       "json_schema structured_predict")
+
+
+@needs_json_schema
 @pytest.mark.parametrize("mode", ["sync", "async"])
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3: OpenAI.structured_predict (response_format json_schema) leaves parsed null")
 def test_openai_structured_predict_fills_parsed(scn_tracer, li_inst, mode):
     sent: list[dict] = []
     llm = scripted_openai([completion('{"name": "Ann", "age": 31}')], sent)
@@ -266,6 +298,7 @@ def test_openai_structured_predict_fills_parsed(scn_tracer, li_inst, mode):
     assert [(v["rule"], v["passed"]) for v in call["validations"]] == [("schema", True)]
 
 
+@needs_json_schema
 def test_openai_structured_predict_failure_is_a_failed_schema_validation(scn_tracer, li_inst):
     llm = scripted_openai([completion('{"name": "Ann"}')])
     with pytest.raises(ValidationError):

@@ -1,20 +1,33 @@
 """LlamaIndex objects to llmtrace's neutral fields. Runs on llmtrace's writer thread only.
 
-One small total function per field; what LlamaIndex did not report stays ``None``.
+One small total function per field; what LlamaIndex did not report stays ``None``. Usage blocks,
+tool specs, tool-call arguments and the secret-key rule come from ``llmtrace.integration``, so they
+read the same as on every other integration.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from llama_index.core.schema import BaseNode
+from llama_index.core.schema import BaseComponent, BaseNode
+from pydantic import BaseModel
 
-from llmtrace.integration import to_jsonable
+from llmtrace.integration import get, json_schema_of, to_jsonable, tokens_from_usage, tool_args, tool_spec, without_secrets
 
-_SECRETISH = ("api_key", "token", "secret", "password")
 _PROVIDERS = {"openai": "openai", "azureopenai": "azure", "anthropic": "anthropic", "gemini": "google",
               "vertex": "google", "bedrock": "aws", "mistral": "mistral", "groq": "groq", "ollama": "ollama",
               "cohere": "cohere"}
+# An LLM's fields that are not invocation parameters: how LlamaIndex formats prompts and parses
+# answers, callbacks, and where and how the client connects. (Secrets go by the shared rule.)
+_NOT_PARAMS = frozenset((
+    "callback_manager", "rate_limiter", "system_prompt", "messages_to_prompt", "completion_to_prompt",
+    "output_parser", "pydantic_program_mode", "query_wrapper_prompt", "class_name", "model", "model_name",
+    "additional_kwargs", "api_base", "api_version", "base_url", "azure_endpoint", "azure_deployment", "endpoint",
+    "default_headers", "default_query", "http_client", "async_http_client", "reuse_client", "max_retries",
+    "timeout", "callback", "tool_calls"))
+# Arguments of an LLM method that LlamaIndex reads itself (the tools go to ``tools_offered``).
+_CALL_FLAGS = frozenset(("tools", "formatted"))
 
 
 def _role(msg: Any) -> str | None:
@@ -23,17 +36,23 @@ def _role(msg: Any) -> str | None:
 
 
 def tool_calls_of(msg: Any) -> list[dict[str, Any]]:
-    """Tool calls an assistant message carries: ToolCallBlocks, or OpenAI-style additional_kwargs."""
-    out = []
-    for block in getattr(msg, "blocks", None) or []:
+    """The tool calls an assistant message carries, once each: its ToolCallBlocks (llama-index-core
+    0.13+), and the OpenAI-style ``additional_kwargs["tool_calls"]`` that LLM classes keep beside
+    them (the only place on older cores). A call in both is the same call: joined by its id."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for block in getattr(msg, "blocks", None) or ():
         if type(block).__name__ == "ToolCallBlock":
-            out.append({"id": block.tool_call_id, "name": block.tool_name, "args": to_jsonable(block.tool_kwargs)})
-    for call in (getattr(msg, "additional_kwargs", None) or {}).get("tool_calls") or []:
-        fn = call.get("function") if isinstance(call, dict) else getattr(call, "function", None)
-        get = (lambda o, k: o.get(k)) if isinstance(fn, dict) else getattr
-        out.append({"id": call.get("id") if isinstance(call, dict) else getattr(call, "id", None),
-                    "name": get(fn, "name") if fn is not None else None,
-                    "args": get(fn, "arguments") if fn is not None else None})
+            call_id = block.tool_call_id
+            if call_id:
+                seen.add(call_id)
+            out.append({"id": call_id, "name": block.tool_name, "args": tool_args(block.tool_kwargs)})
+    for call in (getattr(msg, "additional_kwargs", None) or {}).get("tool_calls") or ():
+        call_id = get(call, "id")
+        if call_id and call_id in seen:
+            continue
+        fn = get(call, "function")
+        out.append({"id": call_id, "name": get(fn, "name"), "args": tool_args(get(fn, "arguments"))})
     return out
 
 
@@ -50,72 +69,142 @@ def message(msg: Any) -> dict[str, Any]:
     return out
 
 
-def _model(model_dict: dict) -> tuple[str | None, str | None, dict]:
-    params = {k: v for k, v in model_dict.items() if not any(s in k for s in _SECRETISH)}
-    model = params.get("model") or params.get("model_name") or params.get("class_name")
-    cls = str(params.get("class_name") or "").lower().replace("_llm", "").replace("llm", "")
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    """The fields of an LLM class that are invocation parameters (decided once per class)."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        model_fields = getattr(cls, "model_fields", None) or {}
+        found = tuple(name for name, info in model_fields.items()
+                      if name not in _NOT_PARAMS and not getattr(info, "exclude", False))
+        if len(_FIELDS) < 1024:
+            _FIELDS[cls] = found
+    return found
+
+
+def _params(settings: tuple[type, dict] | None, model_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """What the LLM sends with every call: its own fields (temperature, max_tokens, ...) and its
+    ``additional_kwargs``, from the snapshot of its fields taken when the call started. The start
+    event's ``model_dict`` is only the LLM's metadata on llama-index-core 0.14 (context window,
+    model name): it is the fallback when the LLM object is not known."""
+    if settings is None:
+        return {k: v for k, v in model_dict.items() if k not in _NOT_PARAMS}
+    cls, values = settings
+    params = {}
+    for name in _fields(cls):
+        value = values.get(name)
+        if value is not None:
+            params[name] = value
+    extra = values.get("additional_kwargs")
+    if isinstance(extra, Mapping):
+        params.update(extra)
+    return params
+
+
+def _model_and_provider(settings: tuple[type, dict] | None,
+                        model_dict: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    values = settings[1] if settings is not None else {}
+    model = values.get("model") or model_dict.get("model") or model_dict.get("model_name") \
+        or model_dict.get("class_name")
+    cls = model_dict.get("class_name")
+    if not cls and settings is not None:
+        llm_class: Any = settings[0]
+        try:
+            cls = llm_class.class_name()
+        except Exception:
+            cls = None
+    cls = str(cls or "").lower().replace("_llm", "").replace("llm", "")
     provider = next((p for key, p in _PROVIDERS.items() if key in cls), cls or None)
-    for key in ("class_name", "callback_manager", "system_prompt", "messages_to_prompt", "completion_to_prompt",
-                "output_parser", "pydantic_program_mode", "query_wrapper_prompt", "tool_calls"):
-        params.pop(key, None)
-    return (str(model) if model else None), provider, params
+    return (str(model) if model else None), provider
+
+
+def _tool_spec(tool: Any) -> dict[str, Any]:
+    """A tool as the model is shown it. A LlamaIndex tool object is described by its metadata as
+    ``to_openai_tool`` sends it (``get_parameters_dict``: the schema without its title); an OpenAI
+    tool dict, as LLM classes pass them once converted, by the shared reader."""
+    meta = getattr(tool, "metadata", None)
+    if meta is not None and not isinstance(tool, Mapping) and callable(getattr(meta, "get_parameters_dict", None)):
+        try:
+            return tool_spec({"name": meta.name, "description": meta.description,
+                              "parameters": meta.get_parameters_dict()})
+        except Exception:
+            pass
+    return tool_spec(tool)
 
 
 def llm_start(raw: tuple) -> dict[str, Any]:
-    model_dict, prompt, additional, is_chat = raw
-    model, provider, params = _model(dict(model_dict or {}))
-    params.update({k: v for k, v in (additional or {}).items() if k != "tools"})
+    model_dict, prompt, call_kwargs, is_chat, settings = raw
+    model_dict = model_dict or {}
+    model, provider = _model_and_provider(settings, model_dict)
+    params = _params(settings, model_dict)
+    call_kwargs = call_kwargs or {}
+    for key, value in call_kwargs.items():
+        if key not in _CALL_FLAGS:
+            params[key] = value
+    params = without_secrets(params)  # (the one secret-key rule: api_key goes, max_tokens stays)
+    if "response_format" in params and isinstance(params["response_format"], type):
+        params["response_format"] = json_schema_of(params["response_format"])  # a class: the schema it stands for
     messages = [message(m) for m in prompt] if is_chat else [{"role": "user", "content": prompt}]
-    tools = (additional or {}).get("tools")
-    offered = None
-    if tools:
-        offered = []
-        for t in tools:
-            meta = getattr(t, "metadata", None)
-            offered.append({"name": getattr(meta, "name", None), "description": getattr(meta, "description", None),
-                            "parameters": to_jsonable(meta.get_parameters_dict()) if meta is not None else None})
+    tools = call_kwargs.get("tools")
+    offered = [_tool_spec(t) for t in tools] if tools else None
     return {"model": model, "provider": provider, "params": to_jsonable(params),
             "input_messages": messages, "tools_offered": offered}  # (the read side takes the system prompt from them)
 
 
-def _usage(raw: Any, extra: dict) -> dict[str, int | None]:
-    usage = raw.get("usage") if isinstance(raw, dict) else getattr(raw, "usage", None)
-    get = (lambda k: usage.get(k)) if isinstance(usage, dict) else (lambda k: getattr(usage, k, None))
-    inp = out = total = cached = reasoning = None
-    if usage is not None:
-        inp = get("prompt_tokens") if get("prompt_tokens") is not None else get("input_tokens")
-        out = get("completion_tokens") if get("completion_tokens") is not None else get("output_tokens")
-        total = get("total_tokens")
-        details = get("prompt_tokens_details")
-        cached = (details.get("cached_tokens") if isinstance(details, dict) else getattr(details, "cached_tokens", None))
-        details = get("completion_tokens_details")
-        reasoning = (details.get("reasoning_tokens") if isinstance(details, dict)
-                     else getattr(details, "reasoning_tokens", None))
-    inp = inp if inp is not None else extra.get("prompt_tokens")
-    out = out if out is not None else extra.get("completion_tokens")
-    total = total if total is not None else extra.get("total_tokens")
-    if total is None and inp is not None and out is not None:
-        total = inp + out
-    return {"input": inp, "output": out, "total": total, "input_cached": cached, "reasoning": reasoning}
+def _tokens(raw: Any, extra: Mapping[str, Any]) -> dict[str, int | None]:
+    """The provider's usage block (``raw.usage``), else the counts LLM classes copy into the
+    response's ``additional_kwargs`` (``prompt_tokens``, ...)."""
+    tokens = tokens_from_usage(get(raw, "usage") if raw is not None else None)
+    if tokens["input"] is None and tokens["output"] is None and extra:
+        tokens = tokens_from_usage(extra)
+    return tokens
 
 
-def llm_end(response: Any) -> dict[str, Any]:
+def _finish_reason(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    choices = get(raw, "choices")
+    if choices:
+        reason = get(choices[0], "finish_reason")
+        if reason:
+            return str(reason)
+    reason = get(raw, "stop_reason")
+    return str(reason) if reason else None
+
+
+def raw_completion(text: Any, requests: list[dict[str, Any]]) -> Any:
+    """The model's answer as it came back: its text, or — when it asked for tools — its text and
+    the tool-call requests (``{"content", "tool_calls"}``), so a tools-only answer is not empty."""
+    if not requests:
+        return text
+    return {"content": text if text else None, "tool_calls": requests}
+
+
+def llm_end(raw: tuple) -> dict[str, Any]:
+    """``raw``: (the last response, the one before it, the deltas a stream delivered or None).
+
+    A stream's last chunk may carry only usage (OpenAI's ``include_usage``): the finish reason is
+    then on the chunk before it. The text is what the deltas delivered, as the consumer saw it
+    (some LLMs' cumulative text lags a token)."""
+    response, previous, deltas = raw
     if response is None:
         return {}
     msg = getattr(response, "message", None)
     text = getattr(msg, "content", None) if msg is not None else getattr(response, "text", None)
-    raw = getattr(response, "raw", None)
-    extra = getattr(response, "additional_kwargs", None) or {}
-    get = (lambda k: raw.get(k)) if isinstance(raw, dict) else (lambda k: getattr(raw, k, None))
-    choices = get("choices") if raw is not None else None
-    finish = None
-    if choices:
-        first = choices[0]
-        finish = first.get("finish_reason") if isinstance(first, dict) else getattr(first, "finish_reason", None)
-    finish = finish or (get("stop_reason") if raw is not None else None)
+    if deltas:
+        text = "".join(deltas)
+    provider_raw = getattr(response, "raw", None)
+    finish = _finish_reason(provider_raw)
+    if finish is None and previous is not None:
+        finish = _finish_reason(getattr(previous, "raw", None))
     requests = tool_calls_of(msg) if msg is not None else []
-    return {"model_version": get("model") if raw is not None else None, "tokens": _usage(raw, extra),
-            "finish_reason": finish, "raw_completion": text, "tool_requests": requests or None, "n_generations": 1}
+    version = get(provider_raw, "model") if provider_raw is not None else None
+    return {"model_version": version if isinstance(version, str) else None,
+            "tokens": _tokens(provider_raw, getattr(response, "additional_kwargs", None) or {}),
+            "finish_reason": finish, "raw_completion": raw_completion(text, requests),
+            "tool_requests": requests or None, "n_generations": 1}
 
 
 _SCALARS = frozenset((str, int, float, bool, type(None)))
@@ -209,7 +298,8 @@ def tool_inputs(bound_args: Any) -> dict[str, Any]:
 
 
 def outputs(result: Any) -> dict[str, Any]:
-    name = type(result).__name__
+    cls = type(result)
+    name = cls.__name__
     if name == "ToolOutput":
         out = {"outputs": to_jsonable(getattr(result, "content", None))}
         if getattr(result, "is_error", False):
@@ -219,9 +309,26 @@ def outputs(result: Any) -> dict[str, Any]:
         text = getattr(result, "response", None)
         return {"outputs": {"response": text if isinstance(text, str) else None,
                             "source_nodes": [getattr(n, "node_id", None) for n in getattr(result, "source_nodes", []) or []]}}
-    if _is_stream(type(result)):
+    if _is_stream(cls):
         return {"outputs": f"<{name}>"}  # a stream: its text is the LLM call's raw completion
+    if _is_user_model(cls):  # a structured prediction's value: the parsed result (signal 7), in full
+        return {"outputs": to_jsonable(result)}
     return {"outputs": value(result)}
+
+
+_USER_MODELS: dict[type, bool] = {}
+
+
+def _is_user_model(cls: type) -> bool:
+    """Whether ``cls`` is an application's pydantic model (what ``structured_predict`` returns), not
+    one of LlamaIndex's own objects, whose full dump would be large and may hold an LLM's settings."""
+    found = _USER_MODELS.get(cls)
+    if found is None:
+        found = (issubclass(cls, BaseModel) and not issubclass(cls, BaseComponent)
+                 and not cls.__module__.startswith(("llama_index", "workflows")))
+        if len(_USER_MODELS) < 1024:
+            _USER_MODELS[cls] = found
+    return found
 
 
 _STREAMS: dict[type, bool] = {}
@@ -263,18 +370,19 @@ def rerank(event: Any) -> dict[str, Any]:
 
 
 def embedding(raw: tuple) -> dict[str, Any]:
-    """An embedding call (``EmbeddingEndEvent`` and its start's ``model_dict``): the model, how many
-    texts, the vectors' size, and their ``token_count``.
+    """An embedding call: every batch it made (its ``EmbeddingEndEvent``s) and the first batch's
+    ``model_dict``: the model, how many texts, the vectors' size, and their ``token_count``.
 
     LlamaIndex reports no usage for embeddings, so tokens are counted with its own tokenizer
     (tiktoken, as its TokenCountingHandler does): exact for OpenAI's embedding models, an
     estimate for others, and said so in ``counted_with``."""
-    event, model_dict = raw
+    batches, model_dict = raw
     model_dict = model_dict or {}
+    texts = [c for event in batches for c in event.chunks or ()]
+    dimensions = next((len(event.embeddings[0]) for event in batches if event.embeddings), None)
     out: dict[str, Any] = {"model": model_dict.get("model_name") or model_dict.get("class_name"),
-                           "chunks": len(event.chunks or []),
-                           "dimensions": len(event.embeddings[0]) if event.embeddings else None}
-    count = _count_tokens([c for c in event.chunks or [] if isinstance(c, str)])
+                           "chunks": len(texts), "dimensions": dimensions}
+    count = _count_tokens([t for t in texts if isinstance(t, str)])
     if count is not None:
         out["token_count"] = count
         out["counted_with"] = "llama_index tokenizer (tiktoken)"
