@@ -32,6 +32,7 @@ Span = tuple[int, int, str]  # start, end (in the folded text, which is the orig
 
 MASK = "\x00"  # what found text becomes for the stages after (no pattern takes it)
 _WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_ALNUM = _WORD - {"_"}
 _DIGITS = frozenset("0123456789")
 
 
@@ -162,7 +163,7 @@ _PATTERN_SECRETS: tuple[Detector, ...] = tuple(d for _gates, group in _SECRET_GR
 
 # Labels people put before a password or key, in a dozen languages (matched without regard to case).
 SECRET_LABELS = (
-    "password", "passwd", "passphrase", "passcode", "pwd", "secret", "client secret", "client_secret",
+    "password", "passwd", "passphrase", "passcode", "pwd", "secret", "client secret", "client_secret", "token",
     "api key", "api_key", "api-key", "apikey", "access token", "access_token", "access-token", "auth token",
     "auth_token", "aws_secret_access_key",
     "mot de passe", "mdp", "passwort", "kennwort", "contraseña", "contrasena", "clave secreta", "clave de acceso",
@@ -210,7 +211,8 @@ _VALUE = r"([^\s\"'`,;<>()\[\]{}\x00]{4,})"
 # "password: x", "pwd=x", "mot de passe : x", '"password": "x"'
 _LABEL_COLON = re.compile(rf"{_LABEL}[\"'`]?[ \t]*[:=][ \t]*[\"'`]?{_VALUE}")
 # "passcode x", "password is x", "パスワードはx": only a value that looks like one (a digit or a symbol)
-_LABEL_SPACE = re.compile(rf"{_LABEL}(?:[ \t]+(?:(?:is|was|est|ist|es|era|é|è)[ \t]+)?|[ \t]*[はが是為为][ \t]*)"
+_LABEL_SPACE = re.compile(rf"{_LABEL}(?:[ \t]+(?:(?:is|was|est|ist|lautet|heißt|es|era|é|è|luidt|är|er)[ \t]+)?"
+                          rf"|[ \t]*[はが是為为][ \t]*)"
                           rf"[\"'`]?{_VALUE}")
 _LOOKS_SECRET = re.compile(r"[0-9!$%*#&@_~^+=?/\\|-]")
 
@@ -223,7 +225,8 @@ def _label_starts(cf: str) -> list[int]:
         while p >= 0:
             for label, offset in _BY_ANCHOR[anchor]:
                 s = p - offset
-                if s >= 0 and cf.startswith(label, s) and (s == 0 or cf[s - 1] not in _WORD):
+                # (an env-style name counts: DB_PASSWORD=..., GITHUB_TOKEN=...)
+                if s >= 0 and cf.startswith(label, s) and (s == 0 or cf[s - 1] not in _ALNUM):
                     starts.add(s)
             p = cf.find(anchor, p + 1)
     return sorted(starts)
@@ -323,12 +326,22 @@ def _alnum(ch: str) -> bool:
     return ch in _WORD and ch != "_"
 
 
+def _glued_word(work: str, s: int) -> bool:
+    """Whether what is glued before ``s`` is a word ('IBANDE89…', as Japanese text writes it), not the
+    rest of a hex digest or an id (digits, or only the letters a-f)."""
+    j = s
+    while j > 0 and work[j - 1] in _ALNUM:
+        j -= 1
+    token = work[j:s]
+    return not any(c in _DIGITS for c in token) and any(c not in _HEX for c in token)
+
+
 def _iban_at(work: str, s: int) -> int | None:
     """The end of the IBAN starting at ``s`` (a country code, then its check digits), or None: read on
-    for exactly that country's length (single spaces allowed between characters) and checksum-checked,
+    for exactly that country's length (a single space allowed between groups of four) and checksum-checked,
     so an IBAN right after another value ends where it must."""
     length = IBAN_LENGTHS.get(work[s:s + 2].upper())
-    if length is None or (s and work[s - 1] in _WORD):
+    if length is None or (s and work[s - 1] in _WORD and not _glued_word(work, s)):
         return None
     n = len(work)
     chars, i, count = [work[s:s + 4].upper()], s + 4, 4
@@ -338,8 +351,8 @@ def _iban_at(work: str, s: int) -> int | None:
             chars.append(ch.upper())
             count += 1
             i += 1
-        elif ch == " " and i + 1 < n and _alnum(work[i + 1]) and work[i - 1] != " ":
-            i += 1
+        elif ch == " " and count % 4 == 0 and i + 1 < n and _alnum(work[i + 1]) and work[i - 1] != " ":
+            i += 1  # (printed in groups of four: a space anywhere else ends it)
         else:
             break
     if count == length and (i >= n or not _alnum(work[i])) and _iban_ok("".join(chars)):
