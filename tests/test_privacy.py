@@ -360,12 +360,11 @@ def test_trace_scope_capture_mode(sqlite_tracer):
 def test_ids_are_never_taken_for_numbers():
     # Trace and run ids land in content and metadata (a replay's "replay_of"): one in ten UUIDs
     # whose digit groups pass Luhn once looked like a card number to the redactor.
+    import hashlib
     import random
     import uuid
 
     from llmtrace.base.ids import ordered_id
-
-    import hashlib
 
     rng = random.Random(11)
     ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(10_000)]
