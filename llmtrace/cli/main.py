@@ -241,7 +241,7 @@ def cmd_audit(args) -> int:
         print(json.dumps({"ok": report.ok, "audit": report.enabled, "entries": report.entries, "rows": report.rows,
                           "head": report.head, "problems": report.problems}))
     elif not report.enabled:
-        print(f"audit is off: {report.first}")
+        print(report.first)  # ("audit is off for this store: ...")
     elif report.ok:
         anchored = f"; anchor {args.anchor.split(':')[0]} holds" if args.anchor else ""
         print(f"audit chain ok: {report.entries} entries cover {report.rows} rows{anchored}")
