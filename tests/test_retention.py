@@ -132,22 +132,24 @@ def feedback_of(tracer, tid: str) -> list[tuple]:
     return [(f["correction"], f["comment"]) for f in tracer.get_trace(tid).to_dict()["feedback"]]
 
 
-def content_rows(tracer) -> list[tuple]:
+def content_rows(tracer, trace_id: str) -> list[tuple]:
+    """(kind, expires_at, body) of a trace's content rows (a server database holds other tests' rows too)."""
+    c = S.contents
     with tracer._store.engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.select(S.contents.c.kind, S.contents.c.expires_at, S.contents.c.body))]
+        return [tuple(r) for r in conn.execute(sa.select(c.c.kind, c.c.expires_at, c.c.body).where(c.c.trace_id == trace_id))]
 
 
 def test_labels_are_a_row_of_their_own_kept_by_default(tracer):
     """On every database: the correction is not in the prompt's row, and its row does not expire."""
     tid = record_corrected(tracer)
-    rows = content_rows(tracer)
+    rows = content_rows(tracer, tid)
     labels = [r for r in rows if r[0] == "labels"]
     assert len(labels) == 1 and labels[0][1] is None and '"fb:' in labels[0][2] and "12 days" in labels[0][2]
     assert all('"fb:' not in body and "12 days" not in body for kind, _exp, body in rows if kind is None)
     assert all(exp is not None for kind, exp, _body in rows if kind is None)  # (content: 30 days)
     assert tracer.purge(older_than=1e-9)["content_rows"] >= 1
     assert feedback_of(tracer, tid) == [("You have 12 days.", "too long")]
-    assert [r[0] for r in content_rows(tracer)] == ["labels"]
+    assert [r[0] for r in content_rows(tracer, tid)] == ["labels"]
 
 
 def test_purge_with_labels_deletes_them_too(sqlite_tracer):
@@ -158,7 +160,7 @@ def test_purge_with_labels_deletes_them_too(sqlite_tracer):
 
     assert purge(sqlite_tracer._store, older_than=1e-9, labels=True)["content_rows"] == 1
     assert feedback_of(sqlite_tracer, tid) == [(None, None)]  # the action stays, the words are gone
-    assert content_rows(sqlite_tracer) == []
+    assert content_rows(sqlite_tracer, tid) == []
 
 
 def test_a_label_never_shares_text_with_the_prompt(sqlite_tracer):
@@ -194,7 +196,7 @@ def test_rows_written_before_labels_had_rows_of_their_own_keep_them_through_a_pu
         assert feedback_of(tracer, tid) == [("You have 12 days.", "too long")]
         doc = tracer.get_trace(tid).to_dict()
         assert doc["llm_calls"][0]["raw_completion"] is None
-        [(kind, expires, body)] = content_rows(tracer)
+        [(kind, expires, body)] = content_rows(tracer, tid)
         assert kind == "labels" and expires is None and list(json.loads(body)) == [o for o in owners if o.startswith("fb:")]
 
 
