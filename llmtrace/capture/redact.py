@@ -4,9 +4,10 @@ Every path that redacts goes through ``Walker``: the recording path (``Redactor.
 also turns repeated long strings into references in the same walk), the public ``llmtrace.Redactor``,
 trace metadata, tags and names (``capture.content``), ``regex_processor`` and ``PresidioRedactor``.
 The walk fails closed: strings (dict keys too) go through ``text``; numbers long enough to be a card
-are read as text; tuples, sets and other containers become lists and are walked; any other object
-is walked as its JSON form (``to_jsonable``); a cycle becomes ``[CYCLE]`` and anything nested deeper
-than ``MAX_DEPTH`` becomes ``[TOO_DEEP]``. Nothing comes back as it went in unless it was looked at.
+are read as text; tuples, sets and any other container are walked (a set becomes a list); any other
+object is walked as its JSON form (``to_jsonable``); a cycle becomes ``[CYCLE]`` and anything nested
+deeper than ``MAX_DEPTH`` becomes ``[TOO_DEEP]``. Nothing comes back as it went in unless it was
+looked at.
 
 What is detected is ``llmtrace.base.detect``'s business. Fast paths here (a cache of texts seen
 lately, the detectors' pre-checks, a tuple walked once) only make this cheaper; tests compare them
