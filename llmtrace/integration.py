@@ -61,6 +61,8 @@ from llmtrace.capture.extract import (
     get,
     is_secret_key,
     json_schema_of,
+    raw_completion,
+    retries_reported,
     tokens_from_usage,
     tool_args,
     tool_spec,
@@ -114,6 +116,7 @@ __all__ = [
     "AnnotateEvent", "Channel", "Convert", "EndEvent", "ErrorEvent", "Event", "Fields", "ReplayResult",
     "RetryEvent", "SpanKey", "SpanKind", "StartEvent", "TraceContext",
     "TOKEN_FIELDS", "begin_root", "connect", "count", "current_trace", "current_trace_id", "get", "is_secret_key",
-    "json_schema_of", "name_of", "now", "ordered_id", "to_jsonable", "tokens_from_usage", "tool_args", "tool_spec",
+    "json_schema_of", "name_of", "now", "ordered_id", "raw_completion", "retries_reported", "to_jsonable",
+    "tokens_from_usage", "tool_args", "tool_spec",
     "trace_attrs_from_metadata", "without_secrets",
 ]

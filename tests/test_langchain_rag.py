@@ -101,8 +101,8 @@ def test_tokens_absent_are_null_not_zero(sqlite_tracer):
     model = ScriptedChatModel(script=[answer(REFUND_JSON, usage=None, version=None)])
     rag_chain(model).invoke("q", config={"callbacks": [h]})
     call = sqlite_tracer.get_trace(h.last_trace_id).to_dict()["llm_calls"][0]
-    assert call["tokens"] == {"input": None, "output": None, "total": None, "input_cached": None, "input_cache_write": None,
-                              "reasoning": None}
+    assert call["tokens"] == {"input": None, "output": None, "total": None, "input_cached": None,
+                              "input_cache_write": None, "reasoning": None}
     assert call["model_version"] is None
     assert sqlite_tracer.get_trace(h.last_trace_id).to_dict()["totals"]["input_tokens"] is None
 

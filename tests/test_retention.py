@@ -178,7 +178,7 @@ def test_a_label_never_shares_text_with_the_prompt(sqlite_tracer):
 
 
 def test_rows_written_before_labels_had_rows_of_their_own_keep_them_through_a_purge(sqlite_url):
-    """A store from before schema 6 holds the correction in the trace's content row: purge moves the
+    """A store from before schema 7 holds the correction in the trace's content row: purge moves the
     labels to a row of their own before it deletes the rest."""
     with llmtrace.Tracer(sqlite_url, audit=True) as tracer:
         tid = record_corrected(tracer)

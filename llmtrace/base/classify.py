@@ -41,7 +41,11 @@ _NAME_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("context_length", ("contextlength", "contextwindow")),
     ("content_filter", ("contentfilter", "contentpolicy", "safety")),
     ("auth", ("authentication", "permissiondenied", "unauthorized", "auth")),
-    ("server_error", ("internalserver", "serviceunavailable", "apiconnection", "servererror", "overloaded")),
+    # the connection failed or the provider dropped it mid-answer (httpx's RemoteProtocolError on a
+    # stream cut short, ReadError, ConnectError; the builtin ConnectionError; requests' and urllib3's)
+    ("server_error", ("internalserver", "serviceunavailable", "apiconnection", "servererror", "overloaded",
+                      "remoteprotocol", "networkerror", "readerror", "writeerror", "connecterror", "connectionerror",
+                      "incompleteread", "protocolerror", "chunkedencoding")),
     ("invalid_request", ("badrequest", "invalidrequest", "notfound", "unprocessable")),
 )
 
@@ -95,5 +99,7 @@ def describe(exc: BaseException) -> dict[str, Any]:
 
 
 def is_parse_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says an answer could not be turned into the structured value asked for:
+    LangChain's parsers, pydantic's and json's errors, LangChain agents' structured output."""
     names = {c.__name__ for c in type(exc).__mro__}
-    return bool(names & {"OutputParserException", "ValidationError", "JSONDecodeError"})
+    return bool(names & {"OutputParserException", "ValidationError", "JSONDecodeError", "StructuredOutputError"})

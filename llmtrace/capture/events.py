@@ -6,16 +6,31 @@ of its own. ``convert(raw)`` runs later on the writer thread and returns plain f
 ``recorder``): serialization never happens on the caller's thread. Tuples, not objects: building
 one costs a few dozen nanoseconds; the aliases below type them for mypy at no cost at run time.
 
-    (START, t_ns, span_key, parent_key, kind, name, root, convert, raw, metadata, tags)
+    (START, t_ns, span_key, parent_key, kind, name, root, convert, raw, metadata, tags[, task])
     (END,   t_ns, span_key, convert, raw, extra)
     (ERROR, t_ns, span_key, exc, extra)
     (RETRY, t_ns, span_key)
     (FEEDBACK | VALIDATION, t_ns, trace_id, fields)
     (ANNOTATE, t_ns, span_key, convert, raw)   convert(raw) -> {"kind", "start": {...}, "end": {...}}
 
+``task`` (optional): the framework's identity of a unit of work it may run again (LangGraph's
+checkpoint namespace of a node): a span with the same parent, name and task as one that failed is
+its retry.
+
 ``extra`` on END/ERROR: ``first_token_ns`` (the first chunk that carried content or a tool-call
-delta), ``streamed_text`` (what a stream delivered), ``inputs`` (the real inputs, when the start only
-saw a placeholder).
+delta), ``streamed`` (True when the call streamed, even if no chunk carried content),
+``streamed_text`` (what a stream delivered), ``inputs`` (the real inputs, when the start only saw a
+placeholder); on ERROR also ``response``: ``(convert, raw)`` of what the span produced before it
+failed (a stream's chunks, the answer its client could not parse), converted like an END's output.
+
+What ``convert`` functions return is read by ``llmtrace.capture.recorder``: for any span
+``inputs``, ``outputs``, ``kind``, ``status``/``error`` (a result that reports failure); for LLM
+calls ``model``, ``provider``, ``params``, ``input_messages``, ``tools_offered`` (start) and
+``model_version``, ``tokens``, ``finish_reason``, ``raw_completion``, ``tool_requests``,
+``n_generations``, ``generations``, ``parsed`` (the client parsed the answer itself),
+``sdk_retries`` (retries the provider's client made and reported); for tools ``tool_call_id``,
+``tool_name``, ``interrupted`` (paused, no result yet); for retrievers ``chunks``; for any step
+that turned an answer into a structured value ``parsed`` or ``parse_error``.
 """
 
 from __future__ import annotations
@@ -58,8 +73,10 @@ class TraceContext:
         self.generated = generated  # True when llmtrace made the id up (so no row can have it yet)
 
 
-StartEvent = tuple[Literal[0], int, SpanKey, SpanKey | None, str, Any, TraceContext | None, Convert | None, Any,
-                   Mapping[str, Any] | None, Sequence[str] | None]
+StartEvent = (tuple[Literal[0], int, SpanKey, SpanKey | None, str, Any, TraceContext | None, Convert | None, Any,
+                    Mapping[str, Any] | None, Sequence[str] | None]
+              | tuple[Literal[0], int, SpanKey, SpanKey | None, str, Any, TraceContext | None, Convert | None, Any,
+                      Mapping[str, Any] | None, Sequence[str] | None, str | None])
 EndEvent = tuple[Literal[1], int, SpanKey, Convert | None, Any, Fields | None]
 ErrorEvent = tuple[Literal[2], int, SpanKey, BaseException | None, Fields | None]
 RetryEvent = tuple[Literal[3], int, SpanKey]

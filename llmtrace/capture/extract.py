@@ -135,6 +135,38 @@ def tool_spec(tool: Any) -> dict[str, Any]:
             "parameters": params}
 
 
+def raw_completion(content: Any, requests: list[dict[str, Any]] | None, refusal: str | None = None) -> Any:
+    """The raw completion as SIGNALS.md keeps it: the model's text *and* its tool-call requests.
+
+    Text alone stays as it came (a string, or the provider's content blocks: Anthropic's carry
+    their ``tool_use`` blocks already). An answer that asked for tools, or refused, becomes
+    ``{"content": text or None, "tool_calls": [{"id", "name", "args"}], "refusal": ...}`` (the keys
+    that apply), so an answer that is only tool calls is never ``""``, which reads as a refusal."""
+    if isinstance(content, list) or not (requests or refusal):
+        return content
+    out: dict[str, Any] = {"content": content if content else None}
+    if requests:
+        out["tool_calls"] = [{"id": r.get("id"), "name": r.get("name"), "args": tool_args(r.get("args"))}
+                             for r in requests]
+    if refusal:
+        out["refusal"] = refusal
+    return out
+
+
+def retries_reported(response: Any) -> int | None:
+    """How many times the provider's client retried before the response it ends with (``response``:
+    the ``httpx.Response`` the openai and anthropic clients attach to their errors). Their requests
+    say it in ``x-stainless-retry-count`` (0 on a first attempt); None when nothing says."""
+    headers = getattr(getattr(response, "request", None), "headers", None)
+    if headers is None:
+        return None
+    try:
+        value = headers.get("x-stainless-retry-count")
+        return int(value) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 def without_secrets(params: Mapping[str, Any] | None) -> dict[str, Any]:
     """Invocation parameters minus secret-looking keys (``*api_key*``, ``*secret*``, ``*token*`` but
     not token *counts* like ``max_tokens``): the one rule every integration uses."""
@@ -143,5 +175,5 @@ def without_secrets(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in params.items() if not (isinstance(k, str) and is_secret_key(k))}
 
 
-__all__ = ["TOKEN_FIELDS", "count", "get", "is_secret_key", "json_schema_of", "tokens_from_usage", "tool_args",
-           "tool_spec", "without_secrets"]
+__all__ = ["TOKEN_FIELDS", "count", "get", "is_secret_key", "json_schema_of", "raw_completion", "retries_reported",
+           "tokens_from_usage", "tool_args", "tool_spec", "without_secrets"]

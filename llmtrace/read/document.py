@@ -1,9 +1,10 @@
 """The read side: assemble one trace's SIGNALS.md document from the tables.
 
-Works on rows written by any process. Links are resolved here from stored ids and times only:
-``retrieved`` = chunks of the trace's retriever spans that ended before the call started;
-``tool_calls`` = the model's requests joined to tool spans; ``parsed`` = the output of the parser
-span linked to the call.
+Works on rows written by any process. Every link was decided when the rows were written
+(``llmtrace.capture.linking``) and stored with them: this module only puts them together —
+``retrieved`` from the retriever spans a call names, ``tool_calls`` from the tool-call rows of the
+call, ``parsed`` from the step linked to the call. (Rows of schema versions before 6 left two
+links to the reader: ``_links_of_old_rows`` still reads them as they were written.)
 """
 
 from __future__ import annotations
@@ -124,118 +125,70 @@ def _add_costs(doc: dict[str, Any], prices: PriceBook) -> None:
     doc["totals"]["cost_usd"] = _sum([c["cost_usd"] for c in doc["llm_calls"]])
 
 
-def _assemble(trace_id, tr, spans, llms, tools, chunk_rows, vals, fbs, contents) -> dict[str, Any]:
-    now = utcnow()
-    capture = (tr or {}).get("capture")
+class _Content:
+    """The content of one trace's owners (spans, ``val:``/``fb:`` rows), or why there is none."""
 
-    def content(owner: str) -> tuple[dict, str | None]:
-        found = contents.get(owner)
+    def __init__(self, tr: dict | None, contents: dict[str, tuple[dict, Any]]) -> None:
+        self._now = utcnow()
+        self._contents = contents
+        self._capture = (tr or {}).get("capture")
+        self._purged = bool((tr or {}).get("content_purged_at"))
+        self._spans: dict[str, tuple[dict, str | None]] = {}
+
+    def of(self, owner: str) -> tuple[dict, str | None]:
+        found = self._contents.get(owner)
         if found is None:
-            if capture == "metadata":
+            if self._capture == "metadata":
                 return {}, "not_captured"
-            return {}, ("purged" if (tr or {}).get("content_purged_at") else "missing")
+            return {}, ("purged" if self._purged else "missing")
         fields, expires_at = found
-        if expires_at is not None and expires_at <= now:
+        if expires_at is not None and expires_at <= self._now:
             return {}, "expired"
         return fields if isinstance(fields, dict) else {}, None
 
+    def body(self, span_id: str | None) -> dict:
+        if not span_id:
+            return {}
+        found = self._spans.get(span_id)
+        if found is None:
+            found = self._spans[span_id] = self.of(span_id)
+        return found[0]
+
+
+def _assemble(trace_id, tr, spans, llms, tools, chunk_rows, vals, fbs, contents) -> dict[str, Any]:
+    """The document from stored rows and the links stored with them (decided when written)."""
+    content = _Content(tr, contents)
     by_id = {s["span_id"]: s for s in spans}
-    span_content = {s["span_id"]: content(s["span_id"]) for s in spans}
-    parser_of = {s["link_span_id"]: s for s in spans if s["link_span_id"]}
     vals_by_span: dict[str | None, list] = {}
     for v in vals:
         owner = v["span_id"] if v["span_id"] in llms else None
-        vals_by_span.setdefault(owner, []).append(_validation(v, content("val:" + v["id"])[0]))
-
-    span_docs = []
-    for s in _tree_order(spans):
-        body, _missing = span_content[s["span_id"]]
-        is_llm = s["kind"] == "llm"
-        if s["kind"] == "parser" and s["link_span_id"] and body.get("inputs") is None:
-            body = {**body, "inputs": span_content.get(s["link_span_id"], ({}, None))[0].get("raw_completion")}
-        span_docs.append({
-            "span_id": s["span_id"], "parent_id": s["parent_id"], "kind": s["kind"], "name": s["name"],
-            "started_at": iso(s["started_at"]), "ended_at": iso(s["ended_at"]), "latency_ms": s["latency_ms"],
-            "status": s["status"], "error": _error(s["error_type"], body.get("error")),
-            "inputs": body.get("input_messages") if is_llm else body.get("inputs"),
-            "outputs": body.get("raw_completion") if is_llm else body.get("outputs"),
-        })
-
-    retrievers = []  # (ended_at, span, chunks)
-    for s in spans:
-        if s["kind"] == "retriever" and s["status"] == "ok":
-            body = span_content[s["span_id"]][0]
-            texts = _list(body.get("outputs"))
-            chunks = []
-            for c in (c for c in chunk_rows if c["span_id"] == s["span_id"]):
-                text = texts[c["rank"]] if c["rank"] is not None and c["rank"] < len(texts) else None
-                chunks.append({"source_id": c["source_id"], "score": c["score"], "rank": c["rank"],
-                               "content": text.get("content") if isinstance(text, dict) else text,
-                               "retriever": c["retriever"], "span_id": s["span_id"]})
-            retrievers.append((s["ended_at"], chunks))
-
-    # A tool the model asked for in text (a ReAct agent's "Action: ..."), with no provider tool-call
-    # id to join on, belongs to the model call that ended last before the tool started.
+        vals_by_span.setdefault(owner, []).append(_validation(v, content.of("val:" + v["id"])[0]))
     llm_spans = sorted((by_id[k] for k in llms if k in by_id), key=lambda r: r["started_at"])
-    unjoined: dict[str, list] = {}
+    chunks_of: dict[str, list] = {}
+    for c in chunk_rows:
+        chunks_of.setdefault(c["span_id"], []).append(c)
+    tools_of: dict[str | None, list] = {}
     for t in tools:
-        tool_span = by_id.get(t["tool_span_id"]) if t["llm_span_id"] is None and t["tool_span_id"] else None
-        if tool_span is None or tool_span["started_at"] is None:
-            continue
-        before = [c for c in llm_spans if c["ended_at"] is not None and c["ended_at"] <= tool_span["started_at"]]
-        if before:
-            unjoined.setdefault(max(before, key=lambda c: c["ended_at"])["span_id"], []).append(t)
+        tools_of.setdefault(t["llm_span_id"], []).append(t)
+    if llm_spans and all(llms[s["span_id"]].get("retrieved_from") is None for s in llm_spans):
+        fed, tools_ms_of = _links_of_old_rows(spans, by_id, llm_spans, tools, tools_of)
+    else:
+        fed = {s["span_id"]: _list(loads(llms[s["span_id"]].get("retrieved_from"))) for s in llm_spans}
+        tools_ms_of = {}
+    parser_of = {s["link_span_id"]: s for s in spans if s["link_span_id"]}
+    llm_docs = [_call_doc(s, llms[s["span_id"]], content, parser_of.get(s["span_id"]),
+                          _retrieved(fed.get(s["span_id"], []), chunks_of, content),
+                          tools_of.get(s["span_id"], []), tools_ms_of.get(s["span_id"]),
+                          vals_by_span.get(s["span_id"], []))
+                 for s in llm_spans]
+    return {**_trace_doc(trace_id, tr, spans), "totals": _totals(llm_docs, spans),
+            "spans": [_span_doc(s, content) for s in _tree_order(spans)], "llm_calls": llm_docs,
+            "validations": vals_by_span.get(None, []),
+            "feedback": [_feedback(f, content.of("fb:" + f["id"])[0]) for f in fbs]}
 
-    llm_docs = []
-    text_tools_ms = None  # time in the tools the previous call asked for in text: this call waited for it
-    for s in llm_spans:
-        row = llms[s["span_id"]]
-        body, missing = span_content[s["span_id"]]
-        parser = parser_of.get(s["span_id"])
-        parser_body = span_content[parser["span_id"]][0] if parser else {}
-        requests = _list(body.get("tool_requests"))  # content may be a placeholder string: never trust its shape
-        tool_docs = []
-        for t in (t for t in tools if t["llm_span_id"] == s["span_id"]):
-            req = requests[t["position"]] if t["position"] is not None and t["position"] < len(requests) else {}
-            req = req if isinstance(req, dict) else {}
-            result_body = span_content.get(t["tool_span_id"], ({}, None))[0] if t["tool_span_id"] else {}
-            tool_docs.append({"id": t["tool_call_id"], "name": t["name"], "args": req.get("args"),
-                              "result": result_body.get("outputs"), "status": t["status"],
-                              "latency_ms": t["latency_ms"], "span_id": t["tool_span_id"],
-                              "error": result_body.get("error") if t["status"] == "error" else None})
-        for t in unjoined.get(s["span_id"], []):
-            tool_body = span_content.get(t["tool_span_id"], ({}, None))[0]
-            tool_docs.append({"id": t["tool_call_id"], "name": t["name"], "args": tool_body.get("inputs"),
-                              "result": tool_body.get("outputs"), "status": t["status"], "latency_ms": t["latency_ms"],
-                              "span_id": t["tool_span_id"],
-                              "error": tool_body.get("error") if t["status"] == "error" else None})
-        retrieved = [c for ended, cs in retrievers if ended is not None and ended <= s["started_at"] for c in cs]
-        latency = {"total": row["latency_ms"], "ttft": row["ttft_ms"], "retrieval": row["retrieval_ms"],
-                   "tools": row["tools_ms"] if row["tools_ms"] is not None else text_tools_ms,
-                   "generation": (row["latency_ms"] - row["ttft_ms"]) if row["ttft_ms"] is not None
-                   else row["latency_ms"]}
-        text_tools_ms = _sum([t["latency_ms"] for t in unjoined.get(s["span_id"], [])])
-        llm_docs.append({
-            "span_id": s["span_id"], "name": s["name"], "started_at": iso(s["started_at"]),
-            "ended_at": iso(s["ended_at"]), "model": row["model"], "model_version": row["model_version"],
-            "provider": row["provider"], "params": loads(row["params"]),
-            "system_prompt": body.get("system_prompt") or system_prompt_of(_list(body.get("input_messages"))),
-            "input_messages": body.get("input_messages"),
-            "tools_offered": body.get("tools_offered"), "retrieved": retrieved,
-            "tokens": {"input": row["input_tokens"], "output": row["output_tokens"], "total": row["total_tokens"],
-                       "input_cached": row["input_cached_tokens"],
-                       "input_cache_write": row["input_cache_write_tokens"], "reasoning": row["reasoning_tokens"]},
-            "latency_ms": latency, "streamed": row["streamed"], "cost_usd": row["cost_usd"],
-            "finish_reason": row["finish_reason"], "raw_completion": body.get("raw_completion"),
-            "generations": body.get("generations"), "tool_calls": tool_docs,
-            "parsed": parser_body.get("outputs") if parser and parser["status"] == "ok" else None,
-            "parse_error": parser_body.get("error") if parser and parser["status"] == "error" else None,
-            "parser": parser["name"] if parser else None,
-            "validations": vals_by_span.get(s["span_id"], []), "status": row["status"],
-            "error": _error(row["error_type"], body.get("error")), "retry_count": row["retry_count"],
-            "fallback_from": row["fallback_from"], "content_missing": missing,
-        })
 
+def _trace_doc(trace_id: str, tr: dict | None, spans: list[dict]) -> dict[str, Any]:
+    """The trace's own fields (from its row; from its root spans when the row is not written yet)."""
     roots = [s for s in spans if s["parent_id"] is None]
     started = tr["started_at"] if tr and tr["started_at"] else min((s["started_at"] for s in roots), default=None)
     ended = tr["ended_at"] if tr and tr["ended_at"] else max((s["ended_at"] for s in roots), default=None)
@@ -252,10 +205,108 @@ def _assemble(trace_id, tr, spans, llms, tools, chunk_rows, vals, fbs, contents)
         "release": tr.get("release"), "prompt_version": tr.get("prompt_version"),
         "tags": loads(tr.get("tags")) or [], "metadata": loads(tr.get("meta")) or {},
         "capture": tr.get("capture"), "complete": bool(tr),
-        "totals": _totals(llm_docs, spans),
-        "spans": span_docs, "llm_calls": llm_docs, "validations": vals_by_span.get(None, []),
-        "feedback": [_feedback(f, content("fb:" + f["id"])[0]) for f in fbs],
     }
+
+
+def _span_doc(s: dict, content: _Content) -> dict[str, Any]:
+    body = content.body(s["span_id"])
+    is_llm = s["kind"] == "llm"
+    if s["kind"] == "parser" and s["link_span_id"] and body.get("inputs") is None:
+        # a parser's input is the raw completion of the call it parsed (stored once, there)
+        body = {**body, "inputs": content.body(s["link_span_id"]).get("raw_completion")}
+    return {
+        "span_id": s["span_id"], "parent_id": s["parent_id"], "kind": s["kind"], "name": s["name"],
+        "started_at": iso(s["started_at"]), "ended_at": iso(s["ended_at"]), "latency_ms": s["latency_ms"],
+        "status": s["status"], "error": _error(s["error_type"], body.get("error")),
+        "inputs": body.get("input_messages") if is_llm else body.get("inputs"),
+        "outputs": body.get("raw_completion") if is_llm else body.get("outputs"),
+    }
+
+
+def _retrieved(retriever_ids: list, chunks_of: dict[str, list], content: _Content) -> list[dict]:
+    """The chunks of the retrievers a call names; each chunk's text is its retriever's output at its rank."""
+    out = []
+    for rid in retriever_ids:
+        texts = _list(content.body(rid).get("outputs"))
+        for c in chunks_of.get(rid, []):
+            text = texts[c["rank"]] if c["rank"] is not None and c["rank"] < len(texts) else None
+            out.append({"source_id": c["source_id"], "score": c["score"], "rank": c["rank"],
+                        "content": text.get("content") if isinstance(text, dict) else text,
+                        "retriever": c["retriever"], "span_id": rid})
+    return out
+
+
+def _tool_doc(t: dict, requests: list, content: _Content) -> dict[str, Any]:
+    result = content.body(t["tool_span_id"])
+    if t["position"] is not None:  # the model's request (by position), answered by the tool span
+        req = requests[t["position"]] if t["position"] < len(requests) else {}
+        args = req.get("args") if isinstance(req, dict) else None
+    else:  # a tool run no request named (asked for in text): its arguments are its inputs
+        args = result.get("inputs")
+    return {"id": t["tool_call_id"], "name": t["name"], "args": args, "result": result.get("outputs"),
+            "status": t["status"], "latency_ms": t["latency_ms"], "span_id": t["tool_span_id"],
+            "error": result.get("error") if t["status"] == "error" else None}
+
+
+def _call_doc(s: dict, row: dict, content: _Content, parser: dict | None, retrieved: list[dict], tools: list[dict],
+              old_tools_ms: Any, validations: list[dict]) -> dict[str, Any]:
+    body, missing = content.of(s["span_id"])
+    # the step linked to the call parsed it: its ``parsed`` (or its outputs) and its failure
+    parser_body = content.body(parser["span_id"]) if parser else {}
+    parse_error = parser_body.get("parse_error") or (
+        parser_body.get("error") if parser and parser["status"] == "error" else None)
+    requests = _list(body.get("tool_requests"))  # content may be a placeholder string: never trust its shape
+    ttft = row["ttft_ms"]
+    return {
+        "span_id": s["span_id"], "name": s["name"], "started_at": iso(s["started_at"]),
+        "ended_at": iso(s["ended_at"]), "model": row["model"], "model_version": row["model_version"],
+        "provider": row["provider"], "params": loads(row["params"]),
+        "system_prompt": body.get("system_prompt") or system_prompt_of(_list(body.get("input_messages"))),
+        "input_messages": body.get("input_messages"),
+        "tools_offered": body.get("tools_offered"), "retrieved": retrieved,
+        "tokens": {"input": row["input_tokens"], "output": row["output_tokens"], "total": row["total_tokens"],
+                   "input_cached": row["input_cached_tokens"],
+                   "input_cache_write": row["input_cache_write_tokens"], "reasoning": row["reasoning_tokens"]},
+        "latency_ms": {"total": row["latency_ms"], "ttft": ttft, "retrieval": row["retrieval_ms"],
+                       "tools": row["tools_ms"] if row["tools_ms"] is not None else old_tools_ms,
+                       "generation": (row["latency_ms"] - ttft) if ttft is not None else row["latency_ms"]},
+        "streamed": row["streamed"], "cost_usd": row["cost_usd"],
+        "finish_reason": row["finish_reason"], "raw_completion": body.get("raw_completion"),
+        "generations": body.get("generations"),
+        "tool_calls": [_tool_doc(t, requests, content) for t in tools],
+        "parsed": None if parse_error is not None or not parser else parser_body.get("parsed", parser_body.get("outputs")),
+        "parse_error": parse_error, "parser": parser["name"] if parser else None,
+        "validations": validations, "status": row["status"],
+        "error": _error(row["error_type"], body.get("error")), "retry_count": row["retry_count"],
+        "fallback_from": row["fallback_from"], "content_missing": missing,
+    }
+
+
+def _links_of_old_rows(spans, by_id, llm_spans, tools, tools_of) -> tuple[dict[str, list], dict[str, Any]]:
+    """Rows written before schema 6 have no stored retrieval links and leave tools asked for in
+    text unjoined: their writer left these links to the reader, by these rules (kept so that they
+    read as they always did). Returns the retriever span ids of each call and the tool time of the
+    calls that waited for text-asked tools; joins those tools into ``tools_of`` in place."""
+    ended_ok = [(s["ended_at"], s["span_id"]) for s in spans if s["kind"] == "retriever" and s["status"] == "ok"]
+    fed = {c["span_id"]: [sid for ended, sid in ended_ok if ended is not None and ended <= c["started_at"]]
+           for c in llm_spans}
+    # a tool with no request belongs to the model call that ended last before the tool started
+    joined: dict[str, list] = {}
+    for t in tools:
+        tool_span = by_id.get(t["tool_span_id"]) if t["llm_span_id"] is None and t["tool_span_id"] else None
+        if tool_span is None or tool_span["started_at"] is None:
+            continue
+        before = [c for c in llm_spans if c["ended_at"] is not None and c["ended_at"] <= tool_span["started_at"]]
+        if before:
+            joined.setdefault(max(before, key=lambda c: c["ended_at"])["span_id"], []).append(t)
+    tools_ms: dict[str, Any] = {}
+    previous = None  # the time in the tools the previous call asked for in text: this call waited for it
+    for c in llm_spans:
+        if previous is not None:
+            tools_ms[c["span_id"]] = _sum([t["latency_ms"] for t in joined.get(previous, [])])
+        tools_of.setdefault(c["span_id"], []).extend(joined.get(c["span_id"], []))
+        previous = c["span_id"]
+    return fed, tools_ms
 
 
 def _list(value: Any) -> list:
@@ -268,14 +319,17 @@ def _sum(values: list) -> Any:
 
 
 def _totals(llm_docs: list[dict], spans: list[dict]) -> dict[str, Any]:
-    errored_parents = {s["parent_id"] for s in spans if s["status"] == "error"}
+    # One error per exception: where it started (the spans it only passed through name that span in
+    # ``error_from``; rows of earlier versions do not, and count only the deepest failing span).
+    started_here = [s for s in spans if s["status"] == "error" and not s.get("error_from")]
+    errored_parents = {s["parent_id"] for s in started_here}
     return {
         "llm_calls": len(llm_docs),
         "input_tokens": _sum([c["tokens"]["input"] for c in llm_docs]),
         "output_tokens": _sum([c["tokens"]["output"] for c in llm_docs]),
         "cost_usd": _sum([c["cost_usd"] for c in llm_docs]),
         # root causes only: an error propagating up through five chains is one error
-        "errors": sum(1 for s in spans if s["status"] == "error" and s["span_id"] not in errored_parents),
+        "errors": sum(1 for s in started_here if s["span_id"] not in errored_parents),
     }
 
 

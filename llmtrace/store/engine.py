@@ -94,6 +94,12 @@ def _migration_5(conn: sa.Connection) -> None:
 
 
 def _migration_6(conn: sa.Connection) -> None:
+    """Links decided when written: where an error started, which retrievers fed a call."""
+    _add_column(conn, S.spans, "error_from")
+    _add_column(conn, S.llm_calls, "retrieved_from")
+
+
+def _migration_7(conn: sa.Connection) -> None:
     """Labels a user gave (feedback corrections and comments) are content rows of their own kind."""
     _add_column(conn, S.contents, "kind")
 
@@ -118,7 +124,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (3, "audit chain", _migration_3),
     (4, "index llm calls by time", _migration_4),
     (5, "cache-write tokens", _migration_5),
-    (6, "labels apart from content", _migration_6),
+    (6, "links decided when written", _migration_6),
+    (7, "labels apart from content", _migration_7),
 ]
 assert MIGRATIONS[-1][0] == S.SCHEMA_VERSION
 

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _Time = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
@@ -71,6 +71,7 @@ class SpanRow(_Base, table=True):
     link_span_id: str | None = _id(64)  # parser -> the LLM call it consumed
     tool_call_id: str | None = _id(128)
     position: int | None = _col(Integer)  # order of ending within the trace
+    error_from: str | None = _id(64)  # (v6) an error that only passed through: the span where it started
 
 
 class LLMCallRow(_Base, table=True):
@@ -100,6 +101,9 @@ class LLMCallRow(_Base, table=True):
     fallback_from: str | None = _col(String(128))
     generations: int | None = _col(Integer)
     streamed: bool | None = _col(Boolean)
+    # (v6) JSON list of the retriever spans whose chunks could reach the call (decided when written;
+    # NULL on rows of earlier versions, whose reader decided it)
+    retrieved_from: str | None = _col(Text)
 
 
 class ToolCallRow(_Base, table=True):
@@ -153,7 +157,7 @@ class ContentRow(_Base, table=True):
     """Content of one trace written in one batch: {owner id: {field: value}} as one JSON document.
 
     Owners are span ids, ``val:<id>`` for validations and ``fb:<id>`` for feedback. Feedback content
-    (the labels a user gave) is a row of its own, ``kind`` "labels", on its own retention (v6).
+    (the labels a user gave) is a row of its own, ``kind`` "labels", on its own retention (v7).
     """
 
     __tablename__ = "llmtrace_contents"
@@ -164,7 +168,7 @@ class ContentRow(_Base, table=True):
     size: int | None = _col(Integer)
     created_at: datetime | None = _col(_Time)
     expires_at: datetime | None = _col(_Time, index=True)  # purge deletes by it (v2)
-    kind: str | None = _col(String(16))  # None: content; "labels": feedback corrections and comments (v6)
+    kind: str | None = _col(String(16))  # None: content; "labels": feedback corrections and comments (v7)
 
 
 class MigrationRow(_Base, table=True):

@@ -174,7 +174,6 @@ def test_cache_write_tokens_are_kept(wire, ctracer, instrumentor):
     assert_tokens(only_call(record(ctracer, instrumentor.last_trace_id)), usage, cache_write=True)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 6: needs the recorder's late-child status (fidelity-lc)")
 def test_stream_cut_mid_way_makes_the_trace_an_error(wire, ctracer, instrumentor):
     wire.queue(Reply(text="Paris is the capital of France, and", pieces=4, cut_after=2))
     with pytest.raises(Exception):  # noqa: B017 - httpx's incomplete read

@@ -133,7 +133,6 @@ def test_stream_records_text_tokens_and_version(wire, ctracer, chandler, mode):
     assert call["status"] == "ok"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 1: TTFT stamped at the role-only first chunk")
 @pytest.mark.parametrize("mode", ["stream", "astream"])
 def test_stream_ttft_is_the_first_content_delta(wire, ctracer, chandler, mode):
     model = gpt(wire)
@@ -143,7 +142,6 @@ def test_stream_ttft_is_the_first_content_delta(wire, ctracer, chandler, mode):
     assert_ttft(only_call(record(ctracer, chandler.last_trace_id)))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 1: TTFT stamped at the role-only first chunk")
 def test_stream_ttft_of_a_tool_call_is_its_first_delta(wire, ctracer, chandler):
     model = gpt(wire)
     warm(wire, model, "stream")
@@ -161,8 +159,6 @@ def test_stream_without_usage_records_null_tokens(wire, ctracer, chandler):
     assert call["raw_completion"] == ANSWER
 
 
-@pytest.mark.xfail(strict=True, reason="new: params of a streamed call say stream: false (LangChain's invocation "
-                                       "params, not what was sent)")
 def test_stream_params_say_what_was_sent(wire, ctracer, chandler):
     wire.queue(Reply(text=ANSWER))
     run(gpt(wire), "stream", QUESTION, {"callbacks": [chandler]})
@@ -216,7 +212,6 @@ def test_streamed_tool_call_deltas_are_reassembled(wire, ctracer, chandler):
     assert_tokens(call, OPENAI_USAGE)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 2: a tool-calls-only answer has raw_completion ''")
 @pytest.mark.parametrize("mode", ["invoke", "stream"])
 def test_tool_calls_only_answer_keeps_the_requests_in_raw_completion(wire, ctracer, chandler, mode):
     wire.queue(Reply(calls=[Call("get_weather", {"city": "Paris"}, "call_r1")]))
@@ -277,7 +272,6 @@ def test_structured_output_json_mode(wire, ctracer, chandler):
     assert [(v["rule"], v["passed"]) for v in call["validations"]] == [("schema", True)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3: json_schema (default) parses in a RunnableLambda: parsed null")
 def test_structured_output_json_schema_fills_parsed(wire, ctracer, chandler):
     wire.queue(Reply(text=json.dumps(ADA)))
     out = gpt(wire).with_structured_output(Person).invoke("Who wrote the first program?", config={"callbacks": [chandler]})
@@ -288,7 +282,6 @@ def test_structured_output_json_schema_fills_parsed(wire, ctracer, chandler):
     assert [(v["rule"], v["passed"]) for v in call["validations"]] == [("schema", True)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3: params.response_format stored as \"<class '...Person'>\"")
 def test_structured_output_json_schema_params_hold_the_schema_sent(wire, ctracer, chandler):
     wire.queue(Reply(text=json.dumps(ADA)))
     gpt(wire).with_structured_output(Person).invoke("Who wrote the first program?", config={"callbacks": [chandler]})
@@ -298,8 +291,6 @@ def test_structured_output_json_schema_params_hold_the_schema_sent(wire, ctracer
     assert call["params"]["response_format"] == sent
 
 
-@pytest.mark.xfail(strict=True, reason="new: json_schema answer that fails validation: the SDK raises inside the call, "
-                                       "so the call is 'error' and the model's text is lost")
 def test_structured_output_json_schema_parse_failure_keeps_the_answer(wire, ctracer, chandler):
     text = "I am not sure who that was."
     wire.queue(Reply(text=text))
@@ -343,7 +334,8 @@ def test_errors_are_classified(wire, ctracer, chandler, status, kind, needle):
     assert doc["status"] == "error" and doc["totals"]["errors"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 15: the SDK's own retry (429, then 200) is invisible")
+@pytest.mark.xfail(strict=True, reason="issue 14 item 15: a client retry that ended in success is invisible to LangChain "
+                                       "(the client keeps its response to itself; README: 'Retries')")
 def test_rate_limit_then_success_counts_the_sdk_retry(wire, ctracer, chandler):
     wire.queue(Fail(429, retry_after=0.05), Reply(text=ANSWER))
     out = gpt(wire).invoke(MESSAGES, config={"callbacks": [chandler]})
@@ -354,7 +346,6 @@ def test_rate_limit_then_success_counts_the_sdk_retry(wire, ctracer, chandler):
     assert call["retry_count"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 15: the SDK's own retries (500 x3) are invisible")
 def test_server_error_after_sdk_retries_counts_them(wire, ctracer, chandler):
     wire.queue(Fail(500, retry_after=0.02), Fail(500, retry_after=0.02), Fail(500, retry_after=0.02))
     with pytest.raises(Exception):  # noqa: B017
@@ -377,8 +368,6 @@ def test_stream_cut_mid_way_is_an_error(wire, ctracer, chandler):
     assert "".join(got) == "Paris is the capit"  # two deltas of four arrived
 
 
-@pytest.mark.xfail(strict=True, reason="new: a LangChain stream that fails mid-way records raw_completion null "
-                                       "(the text the app received is lost; LlamaIndex keeps it)")
 def test_stream_cut_mid_way_keeps_the_text_delivered(wire, ctracer, chandler):
     wire.queue(Reply(text="Paris is the capital of France, and", pieces=4, cut_after=2))
     with pytest.raises(Exception):  # noqa: B017
@@ -386,11 +375,20 @@ def test_stream_cut_mid_way_keeps_the_text_delivered(wire, ctracer, chandler):
             pass
     call = only_call(record(ctracer, chandler.last_trace_id))
     assert call["raw_completion"] == "Paris is the capit"
-    assert call["model_version"] == "gpt-4o-2024-08-06"  # every chunk named it
+    assert call["streamed"] is True and call["parse_error"] is None and call["validations"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="new: a stream the provider dropped (httpx RemoteProtocolError) is "
-                                       "classified 'other', not server_error")
+@pytest.mark.xfail(strict=True, reason="langchain-openai keeps a chunk's model name only on a stream's last chunk: a "
+                                       "stream cut short never shows it to callbacks (not fixable in llmtrace)")
+def test_stream_cut_mid_way_keeps_the_model_version(wire, ctracer, chandler):
+    wire.queue(Reply(text="Paris is the capital of France, and", pieces=4, cut_after=2))
+    with pytest.raises(Exception):  # noqa: B017
+        for _ in gpt(wire, max_retries=0).stream(QUESTION, config={"callbacks": [chandler]}):
+            pass
+    call = only_call(record(ctracer, chandler.last_trace_id))
+    assert call["model_version"] == "gpt-4o-2024-08-06"  # every chunk named it on the wire
+
+
 def test_stream_dropped_by_the_provider_is_a_server_error(wire, ctracer, chandler):
     wire.queue(Reply(text="Paris is the capital of France, and", pieces=4, cut_after=2))
     with pytest.raises(Exception):  # noqa: B017
@@ -440,8 +438,6 @@ class Forecast(BaseModel):
     sky: str
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3: LangGraph's structured response (ToolStrategy) fills no "
-                                       "parsed and its failure no schema validation")
 def test_create_agent_structured_response_retried_after_a_parse_failure(wire, ctracer, chandler):
     from langchain.agents import create_agent
     from langchain.agents.structured_output import ToolStrategy
@@ -459,8 +455,6 @@ def test_create_agent_structured_response_retried_after_a_parse_failure(wire, ct
     assert [(v["rule"], v["passed"]) for v in second["validations"]] == [("schema", True)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3: LangGraph's structured response (ProviderStrategy) fills "
-                                       "no parsed")
 def test_create_agent_structured_response_provider_strategy(wire, ctracer, chandler):
     from langchain.agents import create_agent
     from langchain.agents.structured_output import ProviderStrategy
@@ -476,8 +470,6 @@ def test_create_agent_structured_response_provider_strategy(wire, ctracer, chand
     assert [(v["rule"], v["passed"]) for v in call["validations"]] == [("schema", True)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 16: cache-write tokens (prompt_tokens_details.cache_write_tokens) "
-                                       "have no field")
 def test_cache_write_tokens_are_recorded(wire, ctracer, chandler):
     usage = Usage(input=2000, output=20, cached=1024, cache_write=512, reasoning=0)
     wire.queue(Reply(text=ANSWER, usage=usage))
@@ -495,7 +487,6 @@ def test_timeout_is_classified(wire, ctracer, chandler):
     assert call["latency_ms"]["total"] >= 50  # it lasted until the client gave up
 
 
-@pytest.mark.xfail(strict=True, reason="new: an OpenAI refusal (message.refusal) is lost: raw_completion ''")
 def test_refusal_text_is_kept(wire, ctracer, chandler):
     refusal = "I can't help with identifying real people."
     wire.queue(Reply(text=None, refusal=refusal))

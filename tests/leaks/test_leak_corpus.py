@@ -192,8 +192,6 @@ def test_full_capture_keeps_pii_so_the_secret_scan_means_something(secret_run):
 
 
 
-@pytest.mark.xfail(strict=True, reason="new: a LangChain root run's own tags are not recorded (SIGNALS.md: the trace's "
-                                       "tags include the root run's framework tags)")
 def test_langchain_root_tags_are_recorded(sqlite_tracer):
     """(Why the tags channel above goes through tracer.trace(tags=...): LangChain's tags never reach the record.)"""
     from langchain_core.runnables import RunnableLambda

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from fakes import ScriptedChatModel, answer, tool_call
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage
@@ -104,7 +103,6 @@ class OrderStatus(BaseModel):
     orders: list[str]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3: create_agent's structured response is not recorded as parsed")
 def test_agent_structured_response_is_the_parsed_result(scn_tracer, scn_handler):
     from langchain.agents.structured_output import ToolStrategy
 

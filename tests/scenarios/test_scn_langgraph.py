@@ -73,7 +73,6 @@ def test_interrupt_and_resume_record_what_ran(scn_tracer, scn_handler):
     assert path(second, second["llm_calls"][0]["span_id"]) == ["LangGraph", "human_review", "ScriptedChatModel"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 10: interrupt() (GraphInterrupt) recorded as an error span")
 def test_interrupt_is_not_an_error(scn_tracer, scn_handler):
     _, paused_id, _, _ = run_review(scn_handler)
     doc = scn_tracer.get_trace(paused_id).to_dict()
@@ -106,7 +105,6 @@ def approve_refund(order_id: str) -> str:
     return f"refund {order_id}: {verdict}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 10: a tool paused by interrupt() is recorded as a failed tool call")
 def test_tool_that_asks_a_human_is_paused_not_failed(scn_tracer, scn_handler):
     from langchain.agents import create_agent
 
@@ -209,7 +207,6 @@ def test_command_goto_routes_are_recorded_in_order(scn_tracer, scn_handler):
     assert doc["status"] == "ok"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 10: Command(graph=Command.PARENT) (ParentCommand) recorded as errors")
 def test_command_to_parent_is_not_an_error(scn_tracer, scn_handler):
     routing_graph().invoke({"visited": []}, config={"callbacks": [scn_handler]})
     doc = scn_tracer.get_trace(scn_handler.last_trace_id).to_dict()
@@ -366,7 +363,6 @@ def set_plan(plan: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Com
     return Command(update={"messages": [ToolMessage(f"plan set: {plan}", tool_call_id=tool_call_id)]})
 
 
-@pytest.mark.xfail(strict=True, reason="new: a tool returning Command(update=...) stores the Command, not the ToolMessage the model saw")
 def test_tool_returning_command_records_the_message_the_model_saw(scn_tracer, scn_handler):
     from langchain.agents import create_agent
 
@@ -388,7 +384,6 @@ class Out(TypedDict, total=False):
     out: str
 
 
-@pytest.mark.xfail(strict=True, reason="new: a LangGraph RetryPolicy re-run of a node is not counted in retry_count")
 def test_node_retry_policy_counts_the_failed_attempt(scn_tracer, scn_handler):
     model = ScriptedChatModel(script=[RateLimited("429 Too Many Requests"), answer("fine")])
 

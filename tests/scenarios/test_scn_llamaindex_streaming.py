@@ -97,7 +97,6 @@ class BreaksMidStream(MockLLM):
         return gen()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 6: needs the recorder's late-child status (fidelity-lc)")
 def test_stream_failing_mid_way_makes_the_trace_an_error(scn_tracer, li_inst):
     with pytest.raises(ConnectionError):
         for _ in BreaksMidStream().stream_complete("refund window?"):
@@ -109,7 +108,6 @@ def test_stream_failing_mid_way_makes_the_trace_an_error(scn_tracer, li_inst):
     assert [t["trace_id"] for t in scn_tracer.find_traces(status="error")] == [doc["trace_id"]]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 6: needs the recorder's late-child status (fidelity-lc)")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # (LlamaIndex's writer thread re-raises)
 def test_chat_engine_stream_failing_mid_way_makes_the_trace_an_error(scn_tracer, li_inst, index):
     chat = index.as_chat_engine(chat_mode="context", llm=BreaksMidStream(), similarity_top_k=1,
@@ -138,7 +136,6 @@ def test_streaming_query_failing_mid_way_is_an_error_call_in_the_query_trace(scn
     assert call["raw_completion"] == "Refunds are" and call["retrieved"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 6: needs the recorder's late-child status (fidelity-lc)")
 def test_streaming_query_failing_mid_way_makes_the_trace_an_error(scn_tracer, li_inst, index):
     response = engine(index, BreaksMidStream()).query("What is the refund window?")
     with pytest.raises(ConnectionError):

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 from fakes import ScriptedChatModel, answer
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
@@ -52,7 +51,6 @@ def test_vector_store_chunks_reach_the_call_under_the_store_ids(scn_tracer, scn_
     assert [t["trace_id"] for t in found] == [doc["trace_id"]]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 13: source_id_keys cannot override the UUID InMemoryVectorStore gives Document.id")
 def test_source_id_keys_override_the_generated_document_id(scn_tracer, sqlite_url):
     from llmtrace_langchain import LLMTraceCallbackHandler
 

@@ -64,7 +64,6 @@ def _pause(seconds: float, name: str) -> RunnableLambda:
     return RunnableLambda(wait, name=name)
 
 
-@pytest.mark.xfail(strict=True, reason="new: parsers in parallel branches take the other branch's call (parsed swapped)")
 def test_parallel_branch_parsers_parse_their_own_call(scn_tracer, scn_handler):
     """Branch a's parser ends after branch b's model answered: it must still parse branch a's call."""
     a = ScriptedChatModel(script=[answer("alpha")], model="model-a")
@@ -97,7 +96,6 @@ def test_fallbacks_at_the_root_record_fallback_from(scn_tracer, scn_handler):
 
 
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
-@pytest.mark.xfail(strict=True, reason="issue 14 item 11: with_fallbacks inside a chain loses fallback_from (and its parent span)")
 def test_fallbacks_inside_a_chain_record_fallback_from(scn_tracer, scn_handler, mode):
     primary, backup = _fallback_models()
     chain = PROMPT | primary.with_fallbacks([backup]) | StrOutputParser()
@@ -138,7 +136,6 @@ def test_retry_of_a_chain_whose_parser_failed(scn_tracer, scn_handler):
 
 # -- tags ----------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 12: config['tags'] are not the trace's tags")
 def test_config_tags_are_the_trace_tags(scn_tracer, scn_handler):
     simple_chain(ScriptedChatModel(script=[answer("ok")])).invoke(
         {"question": "q"}, config={"callbacks": [scn_handler], "tags": ["checkout", "beta-users"]})
@@ -175,7 +172,6 @@ def _schema_of(offered: dict) -> dict:
     return params
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 12: .bind(tools=[StructuredTool]) stored as '<class ...>', not its JSON schema")
 def test_bind_structured_tool_stores_its_json_schema(scn_tracer, scn_handler):
     ScriptedChatModel(script=[answer("done")]).bind(tools=[weather]).invoke("weather?", config={"callbacks": [scn_handler]})
     [call] = scn_tracer.get_trace(scn_handler.last_trace_id).to_dict()["llm_calls"]
@@ -230,7 +226,6 @@ def test_parser_fills_parsed_on_the_call_it_consumed(scn_tracer, scn_handler):
     assert [(v["rule"], v["passed"]) for v in answered["validations"]] == [("schema", True)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 4: a parse error is also attached to the call that only asked for a tool")
 def test_parse_error_is_on_the_call_it_parsed_only(scn_tracer, scn_handler):
     with pytest.raises(OutputParserException):
         agent_then_parser("Yes, you can get a refund.").invoke("refund A-1?", config={"callbacks": [scn_handler]})
@@ -314,7 +309,6 @@ def test_stream_failing_mid_way_is_an_error_trace(scn_tracer, scn_handler, mode)
 
 
 @pytest.mark.parametrize("mode", ["stream", "astream"])
-@pytest.mark.xfail(strict=True, reason="new: LangChain: the text a stream delivered before it failed is lost (raw_completion null)")
 def test_stream_failing_mid_way_keeps_what_was_delivered(scn_tracer, scn_handler, mode):
     delivered = stream_and_fail(scn_handler, mode, with_parser=False)
     [call] = scn_tracer.get_trace(scn_handler.last_trace_id).to_dict()["llm_calls"]
@@ -322,7 +316,6 @@ def test_stream_failing_mid_way_keeps_what_was_delivered(scn_tracer, scn_handler
 
 
 @pytest.mark.parametrize("mode", ["stream", "astream"])
-@pytest.mark.xfail(strict=True, reason="new: a stream's network error is recorded as a parse error and a failed schema validation")
 def test_stream_failing_mid_way_is_not_a_parse_failure(scn_tracer, scn_handler, mode):
     stream_and_fail(scn_handler, mode)
     doc = scn_tracer.get_trace(scn_handler.last_trace_id).to_dict()
@@ -343,7 +336,6 @@ def test_handler_given_to_the_chain_with_config(scn_tracer, scn_handler):
     assert (doc["name"], doc["feature"], doc["llm_calls"][0]["parsed"]) == ("configured-chain", "refunds", "ok")
 
 
-@pytest.mark.xfail(strict=True, reason="new: a handler given to the model (callbacks=[...]) inside a chain never sets last_trace_id")
 def test_handler_given_to_the_model_only_names_its_trace(scn_tracer, scn_handler):
     """ChatModel(callbacks=[handler]) is a common setup: the chain around it is not traced, the call is."""
     model = ScriptedChatModel(script=[answer("model-level answer")], callbacks=[scn_handler])

@@ -13,7 +13,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 
-from llmtrace.integration import name_of, to_jsonable
+from llmtrace.integration import json_schema_of, name_of, raw_completion, retries_reported, to_jsonable, tokens_from_usage, tool_spec
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool", "function": "function",
           "developer": "system", "AIMessageChunk": "assistant", "HumanMessageChunk": "user"}
@@ -90,7 +90,45 @@ def prompt_inputs(raw: Any) -> dict[str, Any]:
 
 
 def chain_outputs(raw: Any) -> dict[str, Any]:
-    return {"outputs": plain(raw)}
+    out = {"outputs": plain(raw)}
+    if type(raw) is list or type(raw).__name__ == "Command":
+        _structured(raw, out)
+    return out
+
+
+def _structured(raw: Any, out: dict[str, Any]) -> None:
+    """LangGraph's agent (``create_agent``) parses its structured response inside its model node,
+    which returns Commands: the update carries ``structured_response``; when parsing failed and the
+    agent asks the model again, it carries the model's answer and, in the same update, the error
+    ToolMessage answering its structured-output call (a model node runs no tools: a tool call
+    answered in its own update is the structured output's). The graph's final state is not read:
+    it holds every message and the response of whichever node parsed it."""
+    for item in raw if type(raw) is list else [raw]:
+        update = getattr(item, "update", None) if type(item).__name__ == "Command" else None
+        if not isinstance(update, dict):
+            continue
+        if update.get("structured_response") is not None:
+            out["parsed"] = plain(update["structured_response"])
+            return
+        messages = update.get("messages")
+        if not isinstance(messages, list) or len(messages) < 2:
+            continue
+        asked = {_get(c, "id") for m in messages for c in getattr(m, "tool_calls", None) or ()}
+        answered = [m for m in messages if getattr(m, "type", None) == "tool" and m.tool_call_id in asked]
+        if asked and answered:
+            out["parse_error"] = str(answered[0].content)
+            return
+
+
+def control_flow(exc: BaseException) -> dict[str, Any]:
+    """A LangGraph control-flow signal (``interrupt()``, a ``Command`` to the parent graph) that
+    ended a step: what it carried, not an error."""
+    arg = exc.args[0] if exc.args else None
+    if type(exc).__name__ == "ParentCommand":
+        return {"outputs": {"command": plain(arg)}}
+    if isinstance(arg, (list, tuple)):  # GraphInterrupt: the interrupts, each with the value shown to the human
+        return {"outputs": {"interrupt": plain([getattr(i, "value", i) for i in arg])}, "interrupted": True}
+    return {"outputs": {type(exc).__name__: plain(arg)}}
 
 
 _tools_seen: dict[int, tuple[Any, tuple[dict, ...]]] = {}  # id -> (the bound tools list, its conversion)
@@ -104,16 +142,39 @@ def tools_offered(params: dict) -> tuple[dict, ...] | None:
     seen = _tools_seen.get(id(tools))
     if seen is not None and seen[0] is tools:
         return seen[1]
-    out = []
-    for t in tools:
-        fn = _get(t, "function") or t
-        out.append({"name": _get(fn, "name"), "description": _get(fn, "description"),
-                    "parameters": to_jsonable(_get(fn, "parameters") or _get(fn, "input_schema"))})
+    out = [tool_spec(_as_tool_dict(t)) for t in tools]
     if len(_tools_seen) > 256:
         _tools_seen.clear()
     frozen = tuple(out)  # a tuple: shared read-only, so the redactor handles it once too
     _tools_seen[id(tools)] = (tools, frozen)
     return frozen
+
+
+def _as_tool_dict(tool: Any) -> Any:
+    """A tool as the provider receives it: ``.bind(tools=[...])`` passes LangChain tools, pydantic
+    classes or functions as they are, and the client converts them the way ``bind_tools`` does."""
+    if isinstance(tool, dict):
+        return tool
+    try:
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        return convert_to_openai_tool(tool)
+    except Exception:
+        return tool
+
+
+def _response_format_sent(schema: Any, provider: Any) -> Any:
+    """What a ``response_format`` given as a class (``with_structured_output``'s json_schema method)
+    went on the wire as: the OpenAI client turns it into a strict JSON schema; for other clients
+    the class's JSON schema (how they send it is theirs to say)."""
+    if provider in ("openai", "azure"):
+        try:  # openai's own conversion, an internal of the SDK (tests/test_langchain_internals.py names it)
+            from openai.lib._parsing._completions import type_to_response_format_param
+
+            return to_jsonable(type_to_response_format_param(schema))
+        except Exception:
+            pass
+    return json_schema_of(schema)
 
 
 def model_asked(serialized: dict | None, params: dict, metadata: dict | None) -> str | None:
@@ -144,47 +205,31 @@ def llm_start(raw: tuple) -> dict[str, Any]:
     provider = (metadata or {}).get("ls_provider")
     params.pop("tools", None)
     params.pop("functions", None)
+    if isinstance(params.get("response_format"), type):
+        params["response_format"] = _response_format_sent(params["response_format"], provider)
     return {"model": model, "provider": provider, "params": params,
             "input_messages": messages, "tools_offered": offered}  # (the read side takes the system prompt from them)
 
 
-def _first_int(*values: Any) -> int | None:
-    for v in values:
-        if isinstance(v, bool):
-            continue
-        if isinstance(v, (int, float)):
-            return int(v)
-    return None
-
-
 def tokens(msg: Any, llm_output: dict | None) -> dict[str, int | None]:
+    """LangChain's ``usage_metadata`` first (it counts every billed input token), then what it left
+    out from the provider's own usage block (OpenAI's cache writes, for one)."""
     usage = getattr(msg, "usage_metadata", None) if msg is not None else None
-    if usage:
-        inp, out = _first_int(usage.get("input_tokens")), _first_int(usage.get("output_tokens"))
-        cached = _first_int((usage.get("input_token_details") or {}).get("cache_read"))
-        reasoning = _first_int((usage.get("output_token_details") or {}).get("reasoning"))
-        total = _first_int(usage.get("total_tokens"))
-    else:
-        meta = getattr(msg, "response_metadata", None) or {}
-        tu = ((llm_output or {}).get("token_usage") or (llm_output or {}).get("usage")
-              or meta.get("token_usage") or meta.get("usage"))
-        if not tu:  # nothing reported (fake and local models): nothing to look through
-            return dict.fromkeys(_TOKEN_FIELDS)
-        if not isinstance(tu, dict):
-            tu = to_jsonable(tu)
-            tu = tu if isinstance(tu, dict) else {}
-        inp = _first_int(tu.get("prompt_tokens"), tu.get("input_tokens"))
-        out = _first_int(tu.get("completion_tokens"), tu.get("output_tokens"))
-        total = _first_int(tu.get("total_tokens"))
-        cached = _first_int((tu.get("prompt_tokens_details") or {}).get("cached_tokens"),
-                            tu.get("cache_read_input_tokens"))
-        reasoning = _first_int((tu.get("completion_tokens_details") or {}).get("reasoning_tokens"))
-    if total is None and inp is not None and out is not None:
-        total = inp + out
-    return {"input": inp, "output": out, "total": total, "input_cached": cached, "reasoning": reasoning}
+    meta = getattr(msg, "response_metadata", None) or {}
+    raw = ((llm_output or {}).get("token_usage") or (llm_output or {}).get("usage")
+           or meta.get("token_usage") or meta.get("usage"))
+    if not usage and not raw:  # nothing reported (fake and local models): nothing to look through
+        return dict(_NO_TOKENS)
+    out = tokens_from_usage(usage) if usage else tokens_from_usage(raw)
+    if usage and raw:
+        more = tokens_from_usage(raw)
+        for key, value in out.items():
+            if value is None:
+                out[key] = more[key]
+    return out
 
 
-_TOKEN_FIELDS = ("input", "output", "total", "input_cached", "reasoning")
+_NO_TOKENS = tokens_from_usage(None)
 
 
 def _text(gen: Any) -> Any:
@@ -197,20 +242,51 @@ def _text(gen: Any) -> Any:
     return text
 
 
-def llm_end(response: Any) -> dict[str, Any]:
-    """on_llm_end: the version that answered, tokens, raw completion, tool-call requests."""
-    gens: Sequence = (response.generations or [[]])[0] if response.generations else []
-    first = gens[0] if gens else None
-    msg = getattr(first, "message", None)
-    meta = getattr(msg, "response_metadata", None) or {}
-    info = getattr(first, "generation_info", None) or {}
-    llm_output = response.llm_output or {}
+def _requests(msg: Any) -> list[dict[str, Any]]:
     requests = []
     for call in getattr(msg, "tool_calls", None) or []:
         requests.append({"id": _get(call, "id"), "name": _get(call, "name"), "args": to_jsonable(_get(call, "args"))})
     for call in getattr(msg, "invalid_tool_calls", None) or []:
         requests.append({"id": _get(call, "id"), "name": _get(call, "name"), "args": _get(call, "args"),
                          "error": _get(call, "error")})
+    return requests
+
+
+def _raw(gen: Any, msg: Any, requests: list[dict[str, Any]]) -> Any:
+    """The answer as the provider gave it: its text, and the tool calls it asked for (a refusal is
+    kept as the refusal it is)."""
+    content = _text(gen)
+    if isinstance(content, list):  # content blocks (Anthropic): a streamed tool_use block is merged
+        content = [_block(b, requests) for b in content]
+    refusal = (getattr(msg, "additional_kwargs", None) or {}).get("refusal") if msg is not None else None
+    return raw_completion(content, requests, refusal)
+
+
+def _block(block: Any, requests: list[dict[str, Any]]) -> Any:
+    """A content block without LangChain's stream bookkeeping (``index``); a streamed ``tool_use``
+    block's input, which LangChain leaves as ``{}`` beside the JSON pieces, is the parsed call's."""
+    if not isinstance(block, dict) or not ("index" in block or "partial_json" in block):
+        return block
+    out = {k: v for k, v in block.items() if k not in ("index", "partial_json")}
+    if out.get("type") == "tool_use" and not out.get("input"):
+        args = next((r["args"] for r in requests if r.get("id") == out.get("id") and "error" not in r), None)
+        if args is not None:
+            out["input"] = args
+    return out
+
+
+def llm_end(response: Any) -> dict[str, Any]:
+    """on_llm_end: the version that answered, tokens, raw completion, tool-call requests."""
+    gens: Sequence = (response.generations or [[]])[0] if response.generations else []
+    return _answer(gens, response.llm_output or {})
+
+
+def _answer(gens: Sequence, llm_output: dict) -> dict[str, Any]:
+    first = gens[0] if gens else None
+    msg = getattr(first, "message", None)
+    meta = getattr(msg, "response_metadata", None) or {}
+    info = getattr(first, "generation_info", None) or {}
+    requests = _requests(msg)
     version = (meta.get("model_name") or meta.get("model") or llm_output.get("model_name")
                or llm_output.get("model") or info.get("model"))
     finish = (info.get("finish_reason") or meta.get("finish_reason") or meta.get("stop_reason")
@@ -218,12 +294,58 @@ def llm_end(response: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model_version": version, "provider": meta.get("model_provider"),
         "tokens": tokens(msg, llm_output), "finish_reason": finish,
-        "raw_completion": _text(first) if first is not None else None,
+        "raw_completion": _raw(first, msg, requests) if first is not None else None,
         "tool_requests": requests or None, "n_generations": len(gens) or None,
     }
+    parsed = (getattr(msg, "additional_kwargs", None) or {}).get("parsed") if msg is not None else None
+    if parsed is not None:  # the provider's client parsed the answer itself (structured output)
+        out["parsed"] = to_jsonable(parsed)
     if len(gens) > 1:
         out["generations"] = [_text(g) for g in gens]
     return out
+
+
+def llm_error(raw: tuple) -> dict[str, Any]:
+    """on_llm_error: what the call produced before it failed, and what its client said about it.
+
+    A stream that failed keeps the chunks it delivered (LangChain passes them, merged, as the
+    first generation of ``response``). The openai and anthropic clients attach the final HTTP
+    response to their errors: its request says how many times the client retried
+    (``x-stainless-retry-count``), and when the client failed to parse a structured answer, its
+    body is the answer the model gave."""
+    exc, response = raw
+    out: dict[str, Any] = {}
+    generations = getattr(response, "generations", None) or []
+    if len(generations) > 1 and generations[0]:  # [[the merged chunks], [the error's own metadata]]
+        out = _answer(generations[0], {})
+    http = getattr(exc, "response", None)
+    retries = retries_reported(http)
+    if retries:
+        out["sdk_retries"] = retries
+    if out.get("raw_completion") is None:
+        body = _json_body(http)
+        if isinstance(body, dict) and body.get("choices"):
+            out.update(_openai_answer(body))
+    return out
+
+
+def _json_body(http: Any) -> Any:
+    try:
+        return http.json() if http is not None and callable(getattr(http, "json", None)) else None
+    except Exception:
+        return None
+
+
+def _openai_answer(body: dict) -> dict[str, Any]:
+    """An OpenAI Chat Completions body (the answer a client could not parse) as the call's fields."""
+    choice = (body.get("choices") or [{}])[0] or {}
+    message = choice.get("message") or {}
+    requests = [{"id": c.get("id"), "name": (c.get("function") or {}).get("name"),
+                 "args": (c.get("function") or {}).get("arguments")} for c in message.get("tool_calls") or []]
+    return {"model_version": body.get("model"), "tokens": tokens_from_usage(body.get("usage")),
+            "finish_reason": choice.get("finish_reason"),
+            "raw_completion": raw_completion(message.get("content"), requests, message.get("refusal")),
+            "tool_requests": requests or None}
 
 
 def tool_start(raw: tuple) -> dict[str, Any]:
@@ -233,6 +355,11 @@ def tool_start(raw: tuple) -> dict[str, Any]:
 
 
 def tool_end(output: Any) -> dict[str, Any]:
+    update = getattr(output, "update", None) if type(output).__name__ == "Command" else None
+    if isinstance(update, dict):  # a tool that updates the graph: the model sees its ToolMessage
+        found = next((m for m in update.get("messages") or () if getattr(m, "tool_call_id", None)), None)
+        if found is not None:
+            output = found
     if hasattr(output, "tool_call_id") and hasattr(output, "content"):  # a ToolMessage
         content = to_jsonable(output.content)
         if getattr(output, "status", None) == "error":
@@ -241,11 +368,17 @@ def tool_end(output: Any) -> dict[str, Any]:
     return {"outputs": plain(output)}
 
 
-def source_id(doc: Any, keys: Sequence[str]) -> str | None:
+def source_id(doc: Any, keys: Sequence[str], keys_first: bool = False) -> str | None:
+    """A chunk's source id: the user's ``source_id_keys`` in its metadata win over ``Document.id``
+    (vector stores make one up); with the default keys, ``Document.id`` comes first."""
+    meta = getattr(doc, "metadata", None) or {}
+    if keys_first:
+        for key in keys:
+            if meta.get(key) is not None:
+                return str(meta[key])
     doc_id = getattr(doc, "id", None)
     if doc_id:
         return str(doc_id)
-    meta = getattr(doc, "metadata", None) or {}
     for key in keys:
         if meta.get(key) is not None:
             return str(meta[key])
@@ -260,9 +393,9 @@ def score(doc: Any) -> Any:
     return None
 
 
-def make_documents_converter(keys: Sequence[str]):
+def make_documents_converter(keys: Sequence[str], keys_first: bool = False):
     def documents(docs: list) -> dict[str, Any]:
-        chunks = [{"source_id": source_id(d, keys), "score": to_jsonable(score(d)),
+        chunks = [{"source_id": source_id(d, keys, keys_first), "score": to_jsonable(score(d)),
                    "content": getattr(d, "page_content", None), "metadata": to_jsonable(getattr(d, "metadata", None))}
                   for d in docs]
         return {"outputs": chunks, "chunks": chunks}
