@@ -183,7 +183,7 @@ def test_rows_written_before_labels_had_rows_of_their_own_keep_them_through_a_pu
     with llmtrace.Tracer(sqlite_url, audit=True) as tracer:
         tid = record_corrected(tracer)
         engine = tracer._store.engine
-        with engine.begin() as conn:  # make it look old: one mixed row, as schema 5 wrote it
+        with engine.begin() as conn:  # make it look old: one mixed row, as schema 6 wrote it
             rows = conn.execute(sa.select(S.contents)).all()
             owners = {}
             for r in rows:
