@@ -203,6 +203,11 @@ def _migration_6(conn: sa.Connection) -> None:
     _add_column(conn, S.llm_calls, "retrieved_from")
 
 
+def _migration_7(conn: sa.Connection) -> None:
+    """Labels a user gave (feedback corrections and comments) are content rows of their own kind."""
+    _add_column(conn, S.contents, "kind")
+
+
 def _add_column(conn: sa.Connection, table: sa.Table, name: str) -> None:
     if name not in {c["name"] for c in sa.inspect(conn).get_columns(table.name)}:
         col_type = table.c[name].type.compile(dialect=conn.dialect)
@@ -224,6 +229,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (4, "index llm calls by time", _migration_4),
     (5, "cache-write tokens", _migration_5),
     (6, "links decided when written", _migration_6),
+    (7, "labels apart from content", _migration_7),
 ]
 assert MIGRATIONS[-1][0] == S.SCHEMA_VERSION
 

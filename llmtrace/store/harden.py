@@ -1,9 +1,15 @@
 """``llmtrace db harden``: PostgreSQL protections for a shared production database.
 
-- a role that can read every llmtrace table but the content table (dashboards, analysts);
+- a role that can read every llmtrace table but the content table (dashboards, analysts), and not
+  the user-id hash key either: with it, anyone could hash guessed user ids and compare. The key's
+  row of ``llmtrace_meta`` is hidden from the role by a row-level security policy (other roles,
+  the owner that records, are not affected). Better still, keep the key out of the database:
+  ``LLMTRACE_HASH_KEY`` (see the README);
 - no UPDATE or DELETE on the audit chain, ever;
 - no DELETE on metadata rows, and content deleted only by ``purge`` (which sets
   ``llmtrace.purge`` for its own transaction).
+
+Running it again is safe (every statement is idempotent); run it again after an upgrade.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import re
 import sqlalchemy as sa
 
 from llmtrace.base.errors import ConfigError
+from llmtrace.base.privacy import USER_HASH_KEY
 from llmtrace.store import schema as S
 from llmtrace.store.engine import Database
 
@@ -29,6 +36,14 @@ def harden_sql(reader_role: str = "llmtrace_reader") -> list[str]:
         f"GRANT USAGE ON SCHEMA {{schema}} TO {reader_role}",
         *[f"GRANT SELECT ON {t} TO {reader_role}" for t in metadata_tables],
         f"REVOKE ALL ON {S.contents.name} FROM {reader_role}",
+        # the hash key's row: hidden from the reader role only (a restrictive policy for it, and a
+        # permissive one for everyone, so enabling row security changes nothing for other roles)
+        f"ALTER TABLE {S.meta.name} ENABLE ROW LEVEL SECURITY",
+        f"DROP POLICY IF EXISTS llmtrace_meta_visible ON {S.meta.name}",
+        f"CREATE POLICY llmtrace_meta_visible ON {S.meta.name} USING (true) WITH CHECK (true)",
+        f"DROP POLICY IF EXISTS llmtrace_meta_no_key_{reader_role} ON {S.meta.name}",
+        f"CREATE POLICY llmtrace_meta_no_key_{reader_role} ON {S.meta.name} AS RESTRICTIVE FOR SELECT TO {reader_role} "
+        f"USING (key <> '{USER_HASH_KEY}')",
         """CREATE OR REPLACE FUNCTION llmtrace_forbid() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'llmtrace: % on % is not allowed (hardened store)', TG_OP, TG_TABLE_NAME; END $$""",
         """CREATE OR REPLACE FUNCTION llmtrace_purge_only() RETURNS trigger LANGUAGE plpgsql AS $$
