@@ -15,19 +15,29 @@ from typing import Any, Literal
 from loguru import logger
 
 from llmtrace.base.alerting import Alert, AlertEngine, AlertRules, AlertSink
-from llmtrace.base.config import CAPTURE_MODES, SETTING_NAMES, UNSET, Capture, Settings, _Unset, make_settings
+from llmtrace.base.config import (
+    CAPTURE_MODES,
+    SETTING_NAMES,
+    UNSET,
+    Capture,
+    Settings,
+    _Unset,
+    check_prices,
+    check_timeout,
+    make_settings,
+)
 from llmtrace.base.cost import PriceBook, default_pricebook, prices_from_env
 from llmtrace.base.errors import ConfigError, DataLossWarning
 from llmtrace.base.ids import ordered_id
 from llmtrace.base.privacy import USER_HASH_KEY, Processor
 from llmtrace.capture import events as E
 from llmtrace.capture.content import Content
-from llmtrace.capture.labels import feedback_fields, validation_fields
+from llmtrace.capture.labels import check_metadata, check_tags, check_trace_id, feedback_fields, validation_fields
 from llmtrace.capture.live_alerts import LiveAlerts
 from llmtrace.capture.recorder import Recorder
-from llmtrace.capture.redact import as_processor
+from llmtrace.capture.redact import processor_list
 from llmtrace.capture.writer import Writer
-from llmtrace.read.facade import Store, check_id
+from llmtrace.read.facade import Store
 from llmtrace.store.engine import Database, new_secret
 from llmtrace.store.inserts import storable_text
 
@@ -105,7 +115,8 @@ class Tracer:
         if content_ttl_days is not UNSET:
             settings["content_ttl_days"] = content_ttl_days
         self.settings: Settings = make_settings(url, **settings)
-        prices = prices if prices is not None else prices_from_env()
+        checked_processors = processor_list(processors)
+        prices = check_prices(prices) if prices is not None else prices_from_env()
         self._prices = PriceBook(prices) if prices else default_pricebook()
         self._store = Database(self.settings.url)
         self._wall_offset = time.time_ns() - time.perf_counter_ns()  # wall-clock ns = perf_counter_ns() + this
@@ -117,7 +128,7 @@ class Tracer:
         self._alert_rules = alert_rules or AlertRules()
         self._on_alert = on_alert
         self._reader = Store._of(self._store, self._prices, self._user_hash_key)
-        self._writer = self._new_writer([as_processor(p) for p in processors or []])
+        self._writer = self._new_writer(checked_processors)
         self._writer.start()
         self._closed = False
         _live.add(self)
@@ -172,6 +183,7 @@ class Tracer:
             raise ConfigError(f"capture must be one of {CAPTURE_MODES}, not {capture!r}")
         generated = trace_id is None
         trace_id = _check_id(trace_id) if trace_id is not None else ordered_id()
+        metadata, tags = check_metadata(metadata), check_tags(tags)
         attrs = {k: v for k, v in {
             "user_id": user_id, "session_id": session_id, "feature": feature, "team": team,
             "prompt_version": prompt_version, "tags": tags, "metadata": metadata, "capture": capture,
@@ -212,7 +224,7 @@ class Tracer:
         """The recorded trace; ``.to_dict()`` is the SIGNALS.md document. Raises ``TraceNotFound``."""
         if isinstance(trace_id, str):
             trace_id = storable_text(trace_id, nul=self._store.dialect == "postgresql")  # (as stored)
-        return self._read().get_trace(trace_id)
+        return self._read().get_trace(_check_id(trace_id))
 
     def export_eval_set(self, path: str, *, format: str = "jsonl", **filters: Any) -> int:
         """Write feedback-labelled examples to ``path``; returns the number of rows.
@@ -264,15 +276,17 @@ class Tracer:
         return self._read().alerts(since=since, until=until, rules=rules or self._alert_rules, warmup=warmup,
                                    **filters)
 
-    def purge(self, *, older_than: Any = None, dry_run: bool = False, batch_size: int = 1000) -> dict[str, int]:
+    def purge(self, *, older_than: Any = None, dry_run: bool = False, batch_size: int = 1000,
+              labels: bool = False) -> dict[str, int]:
         """Delete content past its expiry (or older than ``older_than``: '7d', '12h', days); metadata stays.
+        The labels users gave (feedback corrections and comments) are kept unless ``labels=True``.
 
         Returns ``{"content_rows": n, "traces": m, "dry_run": 0|1}``.
         """
         from llmtrace.store.retention import purge
 
         self.flush(timeout=self.settings.read_flush_timeout_seconds)
-        return purge(self._store, older_than=older_than, dry_run=dry_run, batch_size=batch_size)
+        return purge(self._store, older_than=older_than, dry_run=dry_run, batch_size=batch_size, labels=labels)
 
     def verify_audit(self):
         """Walk the audit chain and compare it with the tables; ``.ok``, ``.first``, ``.problems``."""
@@ -282,7 +296,7 @@ class Tracer:
         """Block until everything recorded so far is written, ``timeout`` seconds at most (database
         waits included). False if anything is still unwritten (queued, waiting for the database,
         spilled to a local file) or was lost (dropped, quarantined) since the previous flush."""
-        return self._writer.flush(timeout)
+        return self._writer.flush(check_timeout(timeout))
 
     def close(self, timeout: float | None = 10) -> None:
         """Write what is queued (``timeout`` seconds at most), spill what is left to a local file
@@ -317,7 +331,7 @@ class Tracer:
 
 
 def _check_id(trace_id: Any) -> str:
-    return check_id(trace_id, _MAX_ID)
+    return check_trace_id(trace_id, _MAX_ID)
 
 
 def _size(fields: dict[str, Any]) -> int:

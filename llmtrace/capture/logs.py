@@ -18,6 +18,8 @@ from typing import Any
 
 from loguru import logger
 
+from llmtrace.base.config import check_sink
+
 SLOW_CALL_MS = float(os.environ.get("LLMTRACE_SLOW_CALL_MS", "30000"))
 
 
@@ -27,6 +29,7 @@ def add_json_sink(sink: Any = None, level: str = "INFO") -> int:
     Returns loguru's handler id (``logger.remove(id)`` takes it away). The application's own
     handlers are left as they are.
     """
+    check_sink(sink)
     handler_id = logger.add(sys.stderr if sink is None else sink, level=level, format="{message}",
                             filter=lambda record: record["name"].startswith("llmtrace"))
     logger.enable("llmtrace")

@@ -41,7 +41,8 @@ class RowBuilder:
              link: str | None, error_from: str | None) -> None:
         rows.spans.append({
             "span_id": span.span_id, "trace_id": span.trace.trace_id, "parent_id": span.parent_id, "kind": span.kind,
-            "name": (span.name or span.kind)[:256], "started_at": self.wall + span.t0, "ended_at": self.wall + t,
+            "name": (self.content.name(span.trace.capture, span.name) or span.kind)[:256],
+            "started_at": self.wall + span.t0, "ended_at": self.wall + t,
             "latency_ms": latency, "status": status, "error_type": error["type"] if error else None,
             "link_span_id": link, "tool_call_id": span.start.get("tool_call_id"), "position": None,
             "error_from": error_from,
@@ -91,7 +92,7 @@ class RowBuilder:
             row_id = f"{span.span_id}:{pos}"
             rows.tool_calls.append({
                 "id": row_id, "trace_id": trace.trace_id, "llm_span_id": span.span_id, "position": pos,
-                "tool_call_id": short(req.get("id"), 128), "name": short(req.get("name"), 256),
+                "tool_call_id": short(req.get("id"), 128), "name": short(self.content.name(trace.capture, req.get("name")), 256),
                 "tool_span_id": None, "status": "requested", "latency_ms": None,
             })
             trace.requests[req.get("id") or row_id] = {"row_id": row_id, "name": req.get("name"), "matched": False}
@@ -104,7 +105,8 @@ class RowBuilder:
         """A tool no request named: joined to the call that asked in text, or to none."""
         rows.tool_calls.append({
             "id": f"{span.span_id}:tool", "trace_id": span.trace.trace_id, "llm_span_id": llm_span_id,
-            "position": None, "tool_call_id": short(call_id, 128), "name": short(span.name, 256),
+            "position": None, "tool_call_id": short(call_id, 128),
+            "name": short(self.content.name(span.trace.capture, span.name), 256),
             "tool_span_id": span.span_id, "status": status, "latency_ms": latency,
         })
 
@@ -113,7 +115,7 @@ class RowBuilder:
             rows.chunks.append({
                 "trace_id": span.trace.trace_id, "span_id": span.span_id, "rank": rank,
                 "source_id": short(chunk.get("source_id"), 256), "score": as_float(chunk.get("score")),
-                "retriever": short(span.name, 256), "retrieved_at": self.wall + t,
+                "retriever": short(self.content.name(span.trace.capture, span.name), 256), "retrieved_at": self.wall + t,
             })
 
     def trace(self, rows: Rows, trace: TraceState, span: Span, t: int, latency: float, status: str) -> None:
@@ -121,7 +123,7 @@ class RowBuilder:
         tags = a.get("tags")
         capture = trace.capture
         rows.traces.append({
-            "trace_id": trace.trace_id, "name": short(a.get("trace_name") or span.name, 256),
+            "trace_id": trace.trace_id, "name": short(self.content.name(capture, a.get("trace_name") or span.name), 256),
             "started_at": self.wall + span.t0, "ended_at": self.wall + t, "latency_ms": latency,
             "status": status, "user_hash": self.user_hash(trace),
             "session_id": short(a.get("session_id"), 128), "feature": short(a.get("feature"), 128),

@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from llmtrace.read.document import Trace
     from llmtrace.read.find import TracePage
 
-_NO_USER = "0" * 64  # a user filter on a database that has never hashed a user id matches nothing
-
-
 class Store:
     """A recorded llmtrace database, for reading.
 
@@ -220,7 +217,11 @@ class Store:
                 filters["user_hash"] = str(user)
             else:
                 key = self._hash_key()
-                filters["user_hash"] = hash_user_id(user, key) if key else _NO_USER
+                if not key:  # (db harden's reader role cannot see the key; or no user id was ever recorded)
+                    raise ConfigError("cannot hash this user id here: the database's user-id hash key is not "
+                                      "readable (or no user id was recorded yet); pass the stored hash (u_...) "
+                                      "or set LLMTRACE_HASH_KEY")
+                filters["user_hash"] = hash_user_id(user, key)
         return filters
 
 

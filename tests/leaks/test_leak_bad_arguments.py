@@ -16,20 +16,13 @@ from leak_app import cli
 
 import llmtrace
 
-
-def _x(what: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"issue 17 item 16: {what}")
-
-
 BAD_CALLS = [
     # (id, call on a tracer, what the message must name), marks for today's failures
     ("record_feedback score=10**400", lambda t: t.record_feedback("t-1", "rated", score=10**400), r"score", None),
     ("record_feedback score=nan", lambda t: t.record_feedback("t-1", "rated", score=float("nan")), r"score", None),
     ("record_feedback score='4'", lambda t: t.record_feedback("t-1", "rated", score="4"), r"score", None),
-    ("record_feedback trace_id=object()", lambda t: t.record_feedback(trace_id=object(), action="accepted"), r"trace_id",
-     _x("accepted, stored under the id '<object object at 0x...>'")),
-    ("record_feedback trace_id=bytes", lambda t: t.record_feedback(b"t-1", "accepted"), r"trace_id",
-     _x("accepted, stored under the id \"b't-1'\"")),
+    ("record_feedback trace_id=object()", lambda t: t.record_feedback(trace_id=object(), action="accepted"), r"trace_id", None),
+    ("record_feedback trace_id=bytes", lambda t: t.record_feedback(b"t-1", "accepted"), r"trace_id", None),
     ("record_feedback action=5", lambda t: t.record_feedback("t-1", 5), r"action", None),
     ("record_feedback correction=5", lambda t: t.record_feedback("t-1", "edited", correction=5), r"correction", None),
     ("record_feedback comment=['x']", lambda t: t.record_feedback("t-1", "accepted", comment=["x"]), r"comment", None),
@@ -66,13 +59,12 @@ BAD_CALLS = [
     ("alerts since='nope'", lambda t: t.alerts(since="nope"), r"since", None),
     ("alerts rules=5", lambda t: t.alerts(rules=5), r"rules|AlertRules", None),
     ("get_trace trace_id=None", lambda t: t.get_trace(None), r"trace_id", None),
-    ("get_trace trace_id=object()", lambda t: t.get_trace(object()), r"trace_id",
-     _x("looked up as '<object object at 0x...>'")),
+    ("get_trace trace_id=object()", lambda t: t.get_trace(object()), r"trace_id", None),
     ("trace capture='nope'", lambda t: t.trace(capture="nope"), r"capture", None),
-    ("trace trace_id=object()", lambda t: t.trace(trace_id=object()), r"trace_id", _x("accepted")),
-    ("trace metadata=[1]", lambda t: t.trace(metadata=[1]), r"metadata", _x("accepted: the trace's metadata becomes a list")),
-    ("flush timeout='soon'", lambda t: t.flush(timeout="soon"), r"timeout", _x("TypeError")),
-    ("flush timeout=10**400", lambda t: t.flush(timeout=10**400), r"timeout", _x("OverflowError")),
+    ("trace trace_id=object()", lambda t: t.trace(trace_id=object()), r"trace_id", None),
+    ("trace metadata=[1]", lambda t: t.trace(metadata=[1]), r"metadata", None),
+    ("flush timeout='soon'", lambda t: t.flush(timeout="soon"), r"timeout", None),
+    ("flush timeout=10**400", lambda t: t.flush(timeout=10**400), r"timeout", None),
 ]
 
 NEW_TRACER = [
@@ -82,10 +74,10 @@ NEW_TRACER = [
     ("Tracer content_ttl_days=10**400", dict(content_ttl_days=10**400), r"content_ttl_days", None),
     ("Tracer content_ttl_days=nan", dict(content_ttl_days=float("nan")), r"content_ttl_days", None),
     ("Tracer flush_interval_seconds=nan", dict(flush_interval_seconds=float("nan")), r"flush_interval_seconds", None),
-    ("Tracer processors=5", dict(processors=5), r"processor", _x("TypeError")),
+    ("Tracer processors=5", dict(processors=5), r"processor", None),
     ("Tracer processors=['(']", dict(processors=["("]), r"processor|regex|pattern", None),
     ("Tracer processors=[5]", dict(processors=[5]), r"processor", None),
-    ("Tracer prices=5", dict(prices=5), r"prices", _x("AttributeError")),
+    ("Tracer prices=5", dict(prices=5), r"prices", None),
 ]
 
 OTHER_PUBLIC = [
@@ -94,7 +86,7 @@ OTHER_PUBLIC = [
     ("regex_processor('(')", lambda: llmtrace.regex_processor("("), r"regex|pattern", None),
     ("regex_processor(5)", lambda: llmtrace.regex_processor(5), r"regex|pattern", None),
     ("AlertRules cost_spike_factor='x'", lambda: llmtrace.AlertRules(cost_spike_factor="x"), r"cost_spike_factor", None),
-    ("add_json_sink(5)", lambda: llmtrace.add_json_sink(5), r"sink", _x("TypeError from loguru")),
+    ("add_json_sink(5)", lambda: llmtrace.add_json_sink(5), r"sink", None),
 ]
 
 

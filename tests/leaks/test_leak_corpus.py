@@ -136,8 +136,7 @@ def test_no_value_of_this_kind_leaks(redacted_run, chans, kind):
 
 
 @pytest.mark.parametrize("channel", [
-    pytest.param("run_name", marks=_item10(1002, 1002, "run names are stored as given: capture.content.name() exists, "
-                                                       "capture/recorder.py does not call it yet")),
+    "run_name",
     "metadata_key",
 ])
 def test_identifiers_carry_no_pii_or_secret(redacted_run, chans, channel):

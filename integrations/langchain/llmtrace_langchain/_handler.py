@@ -153,8 +153,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         if ctx is not None:  # inside ``with tracer.trace():``: a child of that trace's span
             self.last_trace_id = ctx.trace_id
             return ctx.span_id, None
-        trace_id = metadata.get("llmtrace_trace_id") if metadata else None
-        root = TraceContext(str(trace_id), generated=False) if trace_id else TraceContext(str(run_id), generated=True)
+        trace_id = _chosen_trace_id(metadata.get("llmtrace_trace_id")) if metadata else None
+        root = TraceContext(trace_id, generated=False) if trace_id else TraceContext(str(run_id), generated=True)
         self.last_trace_id = root.trace_id
         begin_root(root.trace_id)
         return None, root
@@ -308,3 +308,24 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             self._submit((ERROR, _now(), run_id, error, None))
         except Exception as exc:
             self._problem("on_retriever_error", exc)
+
+
+_MAX_TRACE_ID = 128  # (what get_trace accepts)
+
+
+def _chosen_trace_id(value: Any) -> str | None:
+    """The trace id a request chose in its metadata, if it is one get_trace can find: a short string
+    (or a UUID / int). Anything else — a huge or nested value, one whose str() fails — is ignored:
+    the trace keeps its run id rather than being stored under an id nobody can look up."""
+    if value is None or value == "":
+        return None
+    if type(value) is str:
+        text = value
+    elif isinstance(value, (UUID, int)) and not isinstance(value, bool):
+        try:
+            text = str(value)
+        except ValueError:  # (an int too long to print)
+            return None
+    else:
+        return None
+    return text if len(text) <= _MAX_TRACE_ID else None
