@@ -208,6 +208,12 @@ def _migration_7(conn: sa.Connection) -> None:
     _add_column(conn, S.contents, "kind")
 
 
+def _migration_8(conn: sa.Connection) -> None:
+    """A session's and a user's traces are read by those ids, newest first: indexes on them."""
+    _create_index(conn, S.traces, "ix_llmtrace_traces_session")
+    _create_index(conn, S.traces, "ix_llmtrace_traces_user")
+
+
 def _add_column(conn: sa.Connection, table: sa.Table, name: str) -> None:
     if name not in {c["name"] for c in sa.inspect(conn).get_columns(table.name)}:
         col_type = table.c[name].type.compile(dialect=conn.dialect)
@@ -230,6 +236,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (5, "cache-write tokens", _migration_5),
     (6, "links decided when written", _migration_6),
     (7, "labels apart from content", _migration_7),
+    (8, "index traces by session and user", _migration_8),
 ]
 assert MIGRATIONS[-1][0] == S.SCHEMA_VERSION
 

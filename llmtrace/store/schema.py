@@ -14,7 +14,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _Time = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
@@ -37,6 +37,9 @@ class _Base(SQLModel, registry=registry()):
 
 class TraceRow(_Base, table=True):
     __tablename__ = "llmtrace_traces"
+    # a session's or a user's traces, newest first, without walking every trace (v8)
+    __table_args__ = (Index("ix_llmtrace_traces_session", "session_id", "started_at"),
+                      Index("ix_llmtrace_traces_user", "user_hash", "started_at"))
     trace_id: str = _id(128, primary_key=True)
     name: str | None = _col(String(256))
     started_at: datetime | None = _col(_Time, index=True)
