@@ -30,7 +30,7 @@ from llmtrace.base.cost import PriceBook, default_pricebook, prices_from_env
 from llmtrace.base.errors import ConfigError, DataLossWarning
 from llmtrace.base.ids import ordered_id
 from llmtrace.base.privacy import USER_HASH_KEY, Processor
-from llmtrace.capture import events as E
+from llmtrace.capture import events
 from llmtrace.capture.content import Content
 from llmtrace.capture.labels import check_metadata, check_tags, check_trace_id, feedback_fields, validation_fields
 from llmtrace.capture.live_alerts import LiveAlerts
@@ -49,10 +49,10 @@ _live: weakref.WeakSet[Tracer] = weakref.WeakSet()
 class TraceScope:
     """``with tracer.trace(...) as t:`` — everything inside is one trace; ``t.trace_id`` is its id."""
 
-    def __init__(self, tracer: Tracer, ctx: E.TraceContext) -> None:
+    def __init__(self, tracer: Tracer, ctx: events.TraceContext) -> None:
         self._tracer = tracer
         self._ctx = ctx
-        self._token: contextvars.Token[E.TraceContext | None] | None = None
+        self._token: contextvars.Token[events.TraceContext | None] | None = None
 
     @property
     def trace_id(self) -> str:
@@ -63,22 +63,22 @@ class TraceScope:
         return self._ctx.span_id or ""
 
     def __enter__(self) -> TraceScope:
-        self._token = E.current_trace.set(self._ctx)
-        self._tracer._submit((E.START, time.perf_counter_ns(), self._ctx.span_id, None, "chain",
+        self._token = events.current_trace.set(self._ctx)
+        self._tracer._submit((events.START, time.perf_counter_ns(), self._ctx.span_id, None, "chain",
                               self._ctx.name or "trace", self._ctx, None, None, None, None))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         t = time.perf_counter_ns()
         if exc is not None:
-            self._tracer._submit((E.ERROR, t, self._ctx.span_id, exc, None))
+            self._tracer._submit((events.ERROR, t, self._ctx.span_id, exc, None))
         else:
-            self._tracer._submit((E.END, t, self._ctx.span_id, None, None, None))
+            self._tracer._submit((events.END, t, self._ctx.span_id, None, None, None))
         if self._token is not None:
             try:
-                E.current_trace.reset(self._token)
+                events.current_trace.reset(self._token)
             except ValueError:  # exited in another context (e.g. a generator): just clear it
-                E.current_trace.set(None)
+                events.current_trace.set(None)
             self._token = None
 
     async def __aenter__(self) -> TraceScope:
@@ -188,7 +188,7 @@ class Tracer:
             "user_id": user_id, "session_id": session_id, "feature": feature, "team": team,
             "prompt_version": prompt_version, "tags": tags, "metadata": metadata, "capture": capture,
         }.items() if v is not None}
-        return TraceScope(self, E.TraceContext(trace_id, ordered_id(), name, attrs, generated))
+        return TraceScope(self, events.TraceContext(trace_id, ordered_id(), name, attrs, generated))
 
     def record_feedback(self, trace_id: str, action: str, *, score: float | None = None,
                         correction: str | None = None, comment: str | None = None, source: str = "user") -> None:
@@ -199,7 +199,7 @@ class Tracer:
         trace_id = _check_id(trace_id)
         fields = feedback_fields(action, score, correction, comment, source)
         size = _size(fields)
-        self._writer.submit_sized((E.FEEDBACK, time.perf_counter_ns(), trace_id, fields, size), size)
+        self._writer.submit_sized((events.FEEDBACK, time.perf_counter_ns(), trace_id, fields, size), size)
 
     def record_validation(self, trace_id: str, *, rule: str, passed: bool, detail: Any = None,
                           span_id: str | None = None) -> None:
@@ -207,7 +207,7 @@ class Tracer:
         trace_id = _check_id(trace_id)
         fields = validation_fields(rule, passed, detail, span_id)
         size = _size(fields)
-        self._writer.submit_sized((E.VALIDATION, time.perf_counter_ns(), trace_id, fields, size), size)
+        self._writer.submit_sized((events.VALIDATION, time.perf_counter_ns(), trace_id, fields, size), size)
 
     # -- reading (what is queued is written first; then the read facade answers) ----------------
 

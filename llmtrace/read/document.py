@@ -18,11 +18,11 @@ import sqlalchemy as sa
 from llmtrace.base.classify import HINTS
 from llmtrace.base.cost import PriceBook, default_pricebook
 from llmtrace.base.errors import TraceNotFound
-from llmtrace.base.fields import system_prompt_of
+from llmtrace.base.fields import LATENCY_COLUMNS, TOKEN_COLUMNS, system_prompt_of
 from llmtrace.base.serialize import loads
 from llmtrace.read import record
 from llmtrace.read.text import render_text
-from llmtrace.store import schema as S
+from llmtrace.store import schema
 from llmtrace.store.content import resolve
 from llmtrace.store.engine import Database, utcnow
 
@@ -130,19 +130,19 @@ def _rows(conn: sa.Connection, table: sa.Table, trace_id: str, order: Any = None
 def load_trace(store: Database, trace_id: str, prices: PriceBook | None = None) -> Trace:
     store.ensure_schema()
     with store.engine.connect() as conn:
-        trace_row = conn.execute(sa.select(S.traces).where(S.traces.c.trace_id == trace_id)).first()
-        spans = _rows(conn, S.spans, trace_id, S.spans.c.started_at)
+        trace_row = conn.execute(sa.select(schema.traces).where(schema.traces.c.trace_id == trace_id)).first()
+        spans = _rows(conn, schema.spans, trace_id, schema.spans.c.started_at)
         if trace_row is None and not spans:
-            waiting = conn.execute(sa.select(sa.func.count()).select_from(S.feedback)
-                                   .where(S.feedback.c.trace_id == trace_id)).scalar()
+            waiting = conn.execute(sa.select(sa.func.count()).select_from(schema.feedback)
+                                   .where(schema.feedback.c.trace_id == trace_id)).scalar()
             raise TraceNotFound(trace_id, f"{waiting} feedback record(s) are waiting for it" if waiting else "")
-        llms = {r["span_id"]: r for r in _rows(conn, S.llm_calls, trace_id)}
-        tools = _rows(conn, S.tool_calls, trace_id, S.tool_calls.c.position)
-        chunk_rows = _rows(conn, S.chunks, trace_id, S.chunks.c.rank)
-        vals = _rows(conn, S.validations, trace_id, S.validations.c.at)
-        fbs = _rows(conn, S.feedback, trace_id, S.feedback.c.at)
+        llms = {r["span_id"]: r for r in _rows(conn, schema.llm_calls, trace_id)}
+        tools = _rows(conn, schema.tool_calls, trace_id, schema.tool_calls.c.position)
+        chunk_rows = _rows(conn, schema.chunks, trace_id, schema.chunks.c.rank)
+        vals = _rows(conn, schema.validations, trace_id, schema.validations.c.at)
+        fbs = _rows(conn, schema.feedback, trace_id, schema.feedback.c.at)
         contents: dict[str, tuple[dict, Any]] = {}
-        for r in _rows(conn, S.contents, trace_id, S.contents.c.created_at):
+        for r in _rows(conn, schema.contents, trace_id, schema.contents.c.created_at):
             for owner, fields in (loads(r["body"]) or {}).items():
                 contents[owner] = (fields, r["expires_at"])
     now = utcnow()
@@ -305,10 +305,8 @@ def _call_doc(s: dict, row: dict, content: _Content, parser: dict | None, retrie
         "system_prompt": body.get("system_prompt") or system_prompt_of(_list(body.get("input_messages"))),
         "input_messages": body.get("input_messages"),
         "tools_offered": body.get("tools_offered"), "retrieved": retrieved,
-        "tokens": {"input": row["input_tokens"], "output": row["output_tokens"], "total": row["total_tokens"],
-                   "input_cached": row["input_cached_tokens"],
-                   "input_cache_write": row["input_cache_write_tokens"], "reasoning": row["reasoning_tokens"]},
-        "latency_ms": {"total": row["latency_ms"], "ttft": ttft, "retrieval": row["retrieval_ms"],
+        "tokens": {key: row[column] for key, column in TOKEN_COLUMNS.items()},
+        "latency_ms": {**{key: row[column] for key, column in LATENCY_COLUMNS.items()},
                        "tools": row["tools_ms"] if row["tools_ms"] is not None else old_tools_ms,
                        "generation": (row["latency_ms"] - ttft) if ttft is not None else row["latency_ms"]},
         "streamed": row["streamed"], "cost_usd": row["cost_usd"],

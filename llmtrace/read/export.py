@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from llmtrace.base.errors import ConfigError
 from llmtrace.read.document import load_trace
 from llmtrace.read.queries import time_bound
-from llmtrace.store import schema as S
+from llmtrace.store import schema
 from llmtrace.store.engine import Database
 
 LABELS = {"accepted": "positive", "edited": "corrected", "retried": "negative", "abandoned": "negative"}
@@ -72,7 +72,7 @@ def _eval_rows(store: Database, prices: Any, *, labels: tuple[str, ...] | None =
     if validation not in (None, "passed", "failed"):
         raise ConfigError(f"validation is 'passed', 'failed' or None, not {validation!r}")
     store.ensure_schema()
-    t, f = S.traces, S.feedback
+    t, f = schema.traces, schema.feedback
     stmt = (sa.select(f.c.trace_id, f.c.action, f.c.at).join(t, t.c.trace_id == f.c.trace_id)
             .where(f.c.action.in_(list(LABELS))).order_by(f.c.at))
     for column, value in ((t.c.feature, feature), (t.c.prompt_version, prompt_version)):

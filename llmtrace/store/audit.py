@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from llmtrace.base.errors import ConfigError, StoreError
 from llmtrace.base.serialize import digest, dumps, loads, stdlib_dumps
-from llmtrace.store import schema as S
+from llmtrace.store import schema
 from llmtrace.store.engine import Database, utcnow
 
 GENESIS = "0" * 64
@@ -39,9 +39,10 @@ KEYS: dict[str, tuple[str, ...]] = {
     "llmtrace_tool_calls": ("id",), "llmtrace_chunks": ("span_id", "rank"), "llmtrace_validations": ("id",),
     "llmtrace_feedback": ("id",),
 }
-TABLES = {t.name: t for t in (S.traces, S.spans, S.llm_calls, S.tool_calls, S.chunks, S.validations, S.feedback)}
+TABLES = {t.name: t for t in (schema.traces, schema.spans, schema.llm_calls, schema.tool_calls, schema.chunks,
+                              schema.validations, schema.feedback)}
 CONTENT = "content"
-CONTENT_ROWS = S.contents.name  # [CONTENT_ROWS, row id, owners_digest] when written, [..., PURGED] when purged
+CONTENT_ROWS = schema.contents.name  # [CONTENT_ROWS, row id, owners_digest] when written, [..., PURGED] when purged
 PURGED = "purged"
 
 
@@ -91,7 +92,7 @@ def append(conn: sa.Connection, kind: str, entries: list[list[str]]) -> None:
     """Add one chained entry, serialised with any other writer through a locked head row."""
     if not entries:
         return
-    m = S.meta
+    m = schema.meta
     head = conn.execute(sa.select(m.c.value).where(m.c.key == HEAD_KEY).with_for_update()).scalar()
     if head is None:
         seq, prev = 0, GENESIS
@@ -104,7 +105,7 @@ def append(conn: sa.Connection, kind: str, entries: list[list[str]]) -> None:
     at = utcnow()
     body = dumps(entries)
     digest = chain_hash(prev, seq, kind, at, body)
-    conn.execute(S.audit.insert(), {"seq": seq, "at": at, "kind": kind, "entries": body, "prev_hash": prev,
+    conn.execute(schema.audit.insert(), {"seq": seq, "at": at, "kind": kind, "entries": body, "prev_hash": prev,
                                     "hash": digest})
     conn.execute(m.update().where(m.c.key == HEAD_KEY).values(value=f"{seq}:{digest}"))
 
@@ -114,7 +115,7 @@ def chain_hash(prev: str, seq: int, kind: str, at: datetime, body: str) -> str:
 
 
 def enabled(conn: sa.Connection) -> bool:
-    return conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == HEAD_KEY)).scalar() is not None
+    return conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == HEAD_KEY)).scalar() is not None
 
 
 @dataclass
@@ -149,7 +150,7 @@ def head(store: Database) -> str:
     shipped elsewhere, a notary) and pass it to ``verify(anchor=...)`` later."""
     store.ensure_schema()
     with store.engine.connect() as conn:
-        last = conn.execute(sa.select(S.audit.c.seq, S.audit.c.hash).order_by(S.audit.c.seq.desc()).limit(1)).first()
+        last = conn.execute(sa.select(schema.audit.c.seq, schema.audit.c.hash).order_by(schema.audit.c.seq.desc()).limit(1)).first()
     if last is None:
         raise StoreError(f"audit is off for {store.display_url}: it has no audit chain (record with "
                          "Tracer(audit=True) or LLMTRACE_AUDIT=1)")
@@ -165,7 +166,7 @@ def verify(store: Database, *, limit: int = 20, anchor: str | None = None) -> Re
     with store.engine.connect() as conn:
         prev, expected_seq = GENESIS, 1
         anchored: str | None = None
-        for entry in conn.execute(sa.select(S.audit).order_by(S.audit.c.seq)):
+        for entry in conn.execute(sa.select(schema.audit).order_by(schema.audit.c.seq)):
             report.entries += 1
             if entry.seq != expected_seq:
                 report.fail(f"audit entry #{expected_seq} is missing (next is #{entry.seq}): the chain was cut")
@@ -178,7 +179,7 @@ def verify(store: Database, *, limit: int = 20, anchor: str | None = None) -> Re
             prev, expected_seq = entry.hash, entry.seq + 1
             for table, key, digest in loads(entry.entries) or []:
                 latest[(table, key)] = (digest, entry.seq)
-        head_row = conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == HEAD_KEY)).scalar()
+        head_row = conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == HEAD_KEY)).scalar()
         report.head = f"{expected_seq - 1}:{prev}" if report.entries else None
         if head_row is not None and head_row != f"{expected_seq - 1}:{prev}":
             report.fail(f"the chain's head says {head_row.split(':')[0]} entries but {expected_seq - 1} remain: "
@@ -214,7 +215,7 @@ def verify(store: Database, *, limit: int = 20, anchor: str | None = None) -> Re
             if name in TABLES and (name, key) not in seen:  # (purge events also chain a count)
                 report.fail(f"{name} row {key}, recorded in audit entry #{seq}, was deleted")
         present: set[str] = set()
-        for r in conn.execute(sa.select(S.contents.c.id, S.contents.c.body)):
+        for r in conn.execute(sa.select(schema.contents.c.id, schema.contents.c.body)):
             present.add(r.id)
             owners = loads(r.body) or {}
             for owner, fields in owners.items():

@@ -23,8 +23,7 @@ import sqlalchemy as sa
 from llmtrace.base.errors import ConfigError
 from llmtrace.base.privacy import LABEL_OWNER
 from llmtrace.base.serialize import dumps, loads
-from llmtrace.store import audit as A
-from llmtrace.store import schema as S
+from llmtrace.store import audit, schema
 from llmtrace.store.engine import Database, utcnow
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -75,7 +74,7 @@ def purge(store: Database, *, older_than: Any = None, dry_run: bool = False, bat
         raise ConfigError(f"labels is True (purge feedback corrections and comments by age too) or False, not {labels!r}")
     store.ensure_schema()
     now = utcnow()
-    c = S.contents
+    c = schema.contents
     cond = c.c.expires_at <= now
     if age is not None:
         by_age = c.c.created_at <= now - age
@@ -95,18 +94,18 @@ def purge(store: Database, *, older_than: Any = None, dry_run: bool = False, bat
             batch = conn.execute(sa.select(c.c.id, c.c.trace_id).where(cond).limit(batch_size)).all()
             if not batch:
                 break
-            audited = A.enabled(conn)
+            audited = audit.enabled(conn)
             ids = [r.id for r in batch]
             kept = [] if labels else _keep_labels(conn, ids, now)
             conn.execute(c.delete().where(c.c.id.in_(ids)))
             stamp = sorted({r.trace_id for r in batch} - touched)
             if stamp:
-                conn.execute(S.traces.update().where(S.traces.c.trace_id.in_(stamp)).values(content_purged_at=now))
+                conn.execute(schema.traces.update().where(schema.traces.c.trace_id.in_(stamp)).values(content_purged_at=now))
             if audited:  # the purge is itself a chained event: the rows it deleted, the trace rows it stamped
-                t = S.traces
+                t = schema.traces
                 stamped = [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.trace_id.in_(stamp)))] if stamp else []
-                A.append(conn, "purge", [[A.CONTENT_ROWS, i, A.PURGED] for i in ids] + kept
-                         + [[t.name, A.row_key(t.name, r), A.row_digest(t.name, r)] for r in stamped]
+                audit.append(conn, "purge", [[audit.CONTENT_ROWS, i, audit.PURGED] for i in ids] + kept
+                         + [[t.name, audit.row_key(t.name, r), audit.row_digest(t.name, r)] for r in stamped]
                          + [["purge", "content_rows", str(len(batch))]])
             touched.update(stamp)
             total_rows += len(batch)
@@ -118,7 +117,7 @@ def purge(store: Database, *, older_than: Any = None, dry_run: bool = False, bat
 def _keep_labels(conn: sa.Connection, ids: list[str], now: Any) -> list[list[str]]:
     """Rows about to go that still hold labels beside content (written before labels had rows of
     their own): the labels move to a row of their own. Returns the audit entries of the new rows."""
-    c = S.contents
+    c = schema.contents
     mixed = conn.execute(sa.select(c.c.trace_id, c.c.body, c.c.created_at)
                          .where(c.c.id.in_(ids), c.c.kind.is_(None), c.c.body.like(f'%"{LABEL_OWNER}%'))).all()
     entries: list[list[str]] = []
@@ -130,5 +129,5 @@ def _keep_labels(conn: sa.Connection, ids: list[str], now: Any) -> list[list[str
         row_id = f"{time.time_ns():016x}{random.getrandbits(48):012x}"
         conn.execute(c.insert(), {"id": row_id, "trace_id": r.trace_id, "body": body, "digest": None, "size": len(body),
                                   "created_at": r.created_at or now, "expires_at": None, "kind": LABELS})
-        entries.append([A.CONTENT_ROWS, row_id, A.owners_digest(owners)])
+        entries.append([audit.CONTENT_ROWS, row_id, audit.owners_digest(owners)])
     return entries

@@ -16,7 +16,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 
 from llmtrace import Tracer, default_tracer
 from llmtrace.integration import END, ERROR, RETRY, START, TraceContext, begin_root, connect, current_trace, now
-from llmtrace_langchain import _extract as X
+from llmtrace_langchain import _extract as extract
 
 try:  # LangGraph's control flow (interrupt(), Command to a parent graph) travels as exceptions
     from langgraph.errors import GraphBubbleUp as _GraphBubbleUp
@@ -96,9 +96,9 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         self._first_token: dict[int, int] = {}  # run -> first chunk with output (0: streaming, none yet)
         self._runs: dict[int, Any] = {}  # runs this handler saw start -> their parent's key, or _ENDED
         if source_id_keys is None:
-            self._documents = X.make_documents_converter(("id", "source", "doc_id"))
+            self._documents = extract.make_documents_converter(("id", "source", "doc_id"))
         else:
-            self._documents = X.make_documents_converter(tuple(source_id_keys), keys_first=True)
+            self._documents = extract.make_documents_converter(tuple(source_id_keys), keys_first=True)
         self.last_trace_id: str | None = None
 
     def _problem(self, where: str, exc: Exception) -> None:
@@ -169,7 +169,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             cls = type(inputs)
             self._submit((START, _now(), run_id, parent, _KINDS.get(run_type, "chain") if run_type else "chain",
                           kwargs.get("name") or serialized, root,
-                          X.prompt_inputs if run_type == "prompt" else X.chain_inputs,
+                          extract.prompt_inputs if run_type == "prompt" else extract.chain_inputs,
                           inputs.copy() if cls is dict or cls is list else inputs, metadata, tags,
                           metadata.get(_TASK_KEY) if metadata else None))
         except Exception as exc:
@@ -183,7 +183,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             if inputs is not None:
                 icls = type(inputs)
                 inputs = {"inputs": inputs.copy() if icls is dict or icls is list else inputs}
-            self._submit((END, _now(), run_id, X.chain_outputs,
+            self._submit((END, _now(), run_id, extract.chain_outputs,
                           outputs.copy() if cls is dict or cls is list else outputs, inputs))
         except Exception as exc:
             self._problem("on_chain_end", exc)
@@ -192,7 +192,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         try:
             self._runs[run_id.int] = _ENDED
             if _CONTROL_FLOW and isinstance(error, _CONTROL_FLOW):  # a pause or a route, not a failure
-                self._submit((END, _now(), run_id, X.control_flow, error, None))
+                self._submit((END, _now(), run_id, extract.control_flow, error, None))
             else:
                 self._submit((ERROR, _now(), run_id, error, None))
         except Exception as exc:
@@ -205,7 +205,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         try:
             parent, root = self._place(run_id, parent_run_id, metadata)
             raw = (serialized, [list(m) for m in messages], kwargs.get("invocation_params"), metadata, True)
-            self._submit((START, _now(), run_id, parent, "llm", kwargs.get("name") or serialized, root, X.llm_start,
+            self._submit((START, _now(), run_id, parent, "llm", kwargs.get("name") or serialized, root, extract.llm_start,
                           raw, metadata, tags))
         except Exception as exc:
             self._problem("on_chat_model_start", exc)
@@ -215,7 +215,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         try:
             parent, root = self._place(run_id, parent_run_id, metadata)
             raw = (serialized, list(prompts), kwargs.get("invocation_params"), metadata, False)
-            self._submit((START, _now(), run_id, parent, "llm", kwargs.get("name") or serialized, root, X.llm_start,
+            self._submit((START, _now(), run_id, parent, "llm", kwargs.get("name") or serialized, root, extract.llm_start,
                           raw, metadata, tags))
         except Exception as exc:
             self._problem("on_llm_start", exc)
@@ -236,7 +236,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
     def on_llm_end(self, response, *, run_id, **kwargs: Any) -> None:
         try:
             self._runs[run_id.int] = _ENDED
-            self._submit((END, _now(), run_id, X.llm_end, response, self._stream_extra(run_id)))
+            self._submit((END, _now(), run_id, extract.llm_end, response, self._stream_extra(run_id)))
         except Exception as exc:
             self._problem("on_llm_end", exc)
 
@@ -244,7 +244,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         try:
             self._runs[run_id.int] = _ENDED
             extra = self._stream_extra(run_id) or {}
-            extra["response"] = (X.llm_error, (error, kwargs.get("response")))  # what it delivered before it failed
+            extra["response"] = (extract.llm_error, (error, kwargs.get("response")))  # what it delivered before it failed
             self._submit((ERROR, _now(), run_id, error, extra))
         except Exception as exc:
             self._problem("on_llm_error", exc)
@@ -263,14 +263,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             parent, root = self._place(run_id, parent_run_id, metadata)
             name = kwargs.get("name") or serialized
             raw = (input_str, _copy(inputs), kwargs.get("tool_call_id"), name)
-            self._submit((START, _now(), run_id, parent, "tool", name, root, X.tool_start, raw, metadata, tags))
+            self._submit((START, _now(), run_id, parent, "tool", name, root, extract.tool_start, raw, metadata, tags))
         except Exception as exc:
             self._problem("on_tool_start", exc)
 
     def on_tool_end(self, output, *, run_id, **kwargs: Any) -> None:
         try:
             self._runs[run_id.int] = _ENDED
-            self._submit((END, _now(), run_id, X.tool_end, output, None))
+            self._submit((END, _now(), run_id, extract.tool_end, output, None))
         except Exception as exc:
             self._problem("on_tool_end", exc)
 
@@ -278,7 +278,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         try:
             self._runs[run_id.int] = _ENDED
             if _CONTROL_FLOW and isinstance(error, _CONTROL_FLOW):  # a tool that asked a human: paused, not failed
-                self._submit((END, _now(), run_id, X.control_flow, error, None))
+                self._submit((END, _now(), run_id, extract.control_flow, error, None))
             else:
                 self._submit((ERROR, _now(), run_id, error, None))
         except Exception as exc:
@@ -290,7 +290,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
                            **kwargs: Any) -> None:
         try:
             parent, root = self._place(run_id, parent_run_id, metadata)
-            self._submit((START, _now(), run_id, parent, "retriever", kwargs.get("name") or serialized, root, X.query,
+            self._submit((START, _now(), run_id, parent, "retriever", kwargs.get("name") or serialized, root, extract.query,
                           query, metadata, tags))
         except Exception as exc:
             self._problem("on_retriever_start", exc)
