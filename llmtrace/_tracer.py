@@ -10,7 +10,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from loguru import logger
 
@@ -40,6 +40,10 @@ from llmtrace.capture.writer import Writer
 from llmtrace.read.facade import Store
 from llmtrace.store.engine import Database, new_secret
 from llmtrace.store.inserts import storable_text
+
+if TYPE_CHECKING:
+    from llmtrace.read.document import Trace
+    from llmtrace.store.audit import Report
 
 _MAX_ID = 128
 
@@ -220,7 +224,7 @@ class Tracer:
         self.flush(timeout=self.settings.read_flush_timeout_seconds)
         return self._reader
 
-    def get_trace(self, trace_id: str):
+    def get_trace(self, trace_id: str) -> Trace:
         """The recorded trace; ``.to_dict()`` is the SIGNALS.md document. Raises ``TraceNotFound``."""
         if isinstance(trace_id, str):
             trace_id = storable_text(trace_id, nul=self._store.dialect == "postgresql")  # (as stored)
@@ -288,7 +292,7 @@ class Tracer:
         self.flush(timeout=self.settings.read_flush_timeout_seconds)
         return purge(self._store, older_than=older_than, dry_run=dry_run, batch_size=batch_size, labels=labels)
 
-    def verify_audit(self):
+    def verify_audit(self) -> Report:
         """Walk the audit chain and compare it with the tables; ``.ok``, ``.first``, ``.problems``."""
         return self._read().verify_audit()
 

@@ -18,6 +18,8 @@ DEFAULT_URL = "sqlite:///llmtrace.db"
 
 @dataclass(frozen=True)
 class Settings:
+    """A Tracer's settings, frozen: explicit argument > ``LLMTRACE_*`` environment variable > default."""
+
     url: str = DEFAULT_URL
     capture: str = "redacted"
     content_ttl_days: float | None = 30

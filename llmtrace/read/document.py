@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -25,6 +25,9 @@ from llmtrace.read.text import render_text
 from llmtrace.store import schema
 from llmtrace.store.content import resolve
 from llmtrace.store.engine import Database, utcnow
+
+if TYPE_CHECKING:
+    from llmtrace.read.replay import Reparse, Replay
 
 
 def iso(value: datetime | None) -> str | None:
@@ -95,7 +98,7 @@ class Trace:
     def __str__(self) -> str:
         return self.render()
 
-    def replay(self, llm: Any, call: int | str = -1, tracer: Any = None):
+    def replay(self, llm: Any, call: int | str = -1, tracer: Any = None) -> Replay:
         """Re-run an LLM call (the last by default, or an index / span id) with its recorded input
         snapshot against ``llm`` (a LangChain chat model or a LlamaIndex LLM). Returns a ``Replay``
         with the recorded and new completions side by side; pass ``tracer`` to record the replay as
@@ -104,7 +107,7 @@ class Trace:
 
         return replay(self._doc, llm, call, tracer)
 
-    def reparse(self, parser: Any, call: int | str = -1):
+    def reparse(self, parser: Any, call: int | str = -1) -> Reparse:
         """Run ``parser`` (a LangChain parser, or any callable) over a call's recorded raw completion."""
         from llmtrace.read.replay import reparse
 

@@ -22,6 +22,7 @@ from llmtrace.store.engine import Database
 if TYPE_CHECKING:
     from llmtrace.read.document import Trace
     from llmtrace.read.find import TracePage
+    from llmtrace.store.audit import Report
 
 class Store:
     """A recorded llmtrace database, for reading.
@@ -198,7 +199,7 @@ class Store:
 
     # -- the database ---------------------------------------------------------------------------
 
-    def verify_audit(self):
+    def verify_audit(self) -> Report:
         """Walk the audit chain and compare it with the tables; ``.ok``, ``.first``, ``.problems``."""
         from llmtrace.store.audit import verify
 

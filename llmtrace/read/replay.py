@@ -41,6 +41,9 @@ class ReplayResult:
 
 @dataclass
 class Replay:
+    """A replayed call: the recorded and the new completion side by side, the tool calls the new
+    answer asked for, the model's error if it failed, and what to know about the run (``warnings``)."""
+
     recorded: Any
     new: Any
     same: bool
@@ -59,6 +62,9 @@ class Replay:
 
 @dataclass
 class Reparse:
+    """A parser run again over a recorded raw completion, beside what was recorded (``fixed``: the
+    recorded parse failed and this one did not)."""
+
     raw: Any
     parsed: Any
     error: str | None

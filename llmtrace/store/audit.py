@@ -120,6 +120,9 @@ def enabled(conn: sa.Connection) -> bool:
 
 @dataclass
 class Report:
+    """What ``audit verify`` found: ``ok``, how many chain entries and rows it checked, every problem
+    (the first one first), and whether audit was on at all."""
+
     ok: bool = True
     entries: int = 0
     rows: int = 0
