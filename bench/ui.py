@@ -120,7 +120,7 @@ def main() -> None:
                  ("edited",)),
                 ("chunk=<source id>", f"chunk={quote(source)}",
                  "WHERE trace_id IN (SELECT trace_id FROM llmtrace_chunks WHERE source_id = ?)", (source,)),
-                ("session=<id> (no index on session_id)", f"session={quote(session)}", "WHERE session_id = ?",
+                ("session=<id>", f"session={quote(session)}", "WHERE session_id = ?",
                  (session,)),
                 ("model=gpt-4o", "model=gpt-4o",
                  "WHERE EXISTS (SELECT 1 FROM llmtrace_llm_calls c WHERE c.trace_id = t.trace_id AND c.model = ?)",

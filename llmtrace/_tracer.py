@@ -10,26 +10,40 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from loguru import logger
 
 from llmtrace.base.alerting import Alert, AlertEngine, AlertRules, AlertSink
-from llmtrace.base.config import CAPTURE_MODES, SETTING_NAMES, UNSET, Capture, Settings, _Unset, make_settings
+from llmtrace.base.config import (
+    CAPTURE_MODES,
+    SETTING_NAMES,
+    UNSET,
+    Capture,
+    Settings,
+    _Unset,
+    check_prices,
+    check_timeout,
+    make_settings,
+)
 from llmtrace.base.cost import PriceBook, default_pricebook, prices_from_env
 from llmtrace.base.errors import ConfigError, DataLossWarning
 from llmtrace.base.ids import ordered_id
 from llmtrace.base.privacy import USER_HASH_KEY, Processor
-from llmtrace.capture import events as E
+from llmtrace.capture import events
 from llmtrace.capture.content import Content
-from llmtrace.capture.labels import feedback_fields, validation_fields
+from llmtrace.capture.labels import check_metadata, check_tags, check_trace_id, feedback_fields, validation_fields
 from llmtrace.capture.live_alerts import LiveAlerts
 from llmtrace.capture.recorder import Recorder
-from llmtrace.capture.redact import as_processor
+from llmtrace.capture.redact import processor_list
 from llmtrace.capture.writer import Writer
-from llmtrace.read.facade import Store, check_id
+from llmtrace.read.facade import Store
 from llmtrace.store.engine import Database, new_secret
 from llmtrace.store.inserts import storable_text
+
+if TYPE_CHECKING:
+    from llmtrace.read.document import Trace
+    from llmtrace.store.audit import Report
 
 _MAX_ID = 128
 
@@ -39,10 +53,10 @@ _live: weakref.WeakSet[Tracer] = weakref.WeakSet()
 class TraceScope:
     """``with tracer.trace(...) as t:`` — everything inside is one trace; ``t.trace_id`` is its id."""
 
-    def __init__(self, tracer: Tracer, ctx: E.TraceContext) -> None:
+    def __init__(self, tracer: Tracer, ctx: events.TraceContext) -> None:
         self._tracer = tracer
         self._ctx = ctx
-        self._token: contextvars.Token[E.TraceContext | None] | None = None
+        self._token: contextvars.Token[events.TraceContext | None] | None = None
 
     @property
     def trace_id(self) -> str:
@@ -53,22 +67,22 @@ class TraceScope:
         return self._ctx.span_id or ""
 
     def __enter__(self) -> TraceScope:
-        self._token = E.current_trace.set(self._ctx)
-        self._tracer._submit((E.START, time.perf_counter_ns(), self._ctx.span_id, None, "chain",
+        self._token = events.current_trace.set(self._ctx)
+        self._tracer._submit((events.START, time.perf_counter_ns(), self._ctx.span_id, None, "chain",
                               self._ctx.name or "trace", self._ctx, None, None, None, None))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         t = time.perf_counter_ns()
         if exc is not None:
-            self._tracer._submit((E.ERROR, t, self._ctx.span_id, exc, None))
+            self._tracer._submit((events.ERROR, t, self._ctx.span_id, exc, None))
         else:
-            self._tracer._submit((E.END, t, self._ctx.span_id, None, None, None))
+            self._tracer._submit((events.END, t, self._ctx.span_id, None, None, None))
         if self._token is not None:
             try:
-                E.current_trace.reset(self._token)
+                events.current_trace.reset(self._token)
             except ValueError:  # exited in another context (e.g. a generator): just clear it
-                E.current_trace.set(None)
+                events.current_trace.set(None)
             self._token = None
 
     async def __aenter__(self) -> TraceScope:
@@ -105,7 +119,8 @@ class Tracer:
         if content_ttl_days is not UNSET:
             settings["content_ttl_days"] = content_ttl_days
         self.settings: Settings = make_settings(url, **settings)
-        prices = prices if prices is not None else prices_from_env()
+        checked_processors = processor_list(processors)
+        prices = check_prices(prices) if prices is not None else prices_from_env()
         self._prices = PriceBook(prices) if prices else default_pricebook()
         self._store = Database(self.settings.url)
         self._wall_offset = time.time_ns() - time.perf_counter_ns()  # wall-clock ns = perf_counter_ns() + this
@@ -117,7 +132,7 @@ class Tracer:
         self._alert_rules = alert_rules or AlertRules()
         self._on_alert = on_alert
         self._reader = Store._of(self._store, self._prices, self._user_hash_key)
-        self._writer = self._new_writer([as_processor(p) for p in processors or []])
+        self._writer = self._new_writer(checked_processors)
         self._writer.start()
         self._closed = False
         _live.add(self)
@@ -172,11 +187,12 @@ class Tracer:
             raise ConfigError(f"capture must be one of {CAPTURE_MODES}, not {capture!r}")
         generated = trace_id is None
         trace_id = _check_id(trace_id) if trace_id is not None else ordered_id()
+        metadata, tags = check_metadata(metadata), check_tags(tags)
         attrs = {k: v for k, v in {
             "user_id": user_id, "session_id": session_id, "feature": feature, "team": team,
             "prompt_version": prompt_version, "tags": tags, "metadata": metadata, "capture": capture,
         }.items() if v is not None}
-        return TraceScope(self, E.TraceContext(trace_id, ordered_id(), name, attrs, generated))
+        return TraceScope(self, events.TraceContext(trace_id, ordered_id(), name, attrs, generated))
 
     def record_feedback(self, trace_id: str, action: str, *, score: float | None = None,
                         correction: str | None = None, comment: str | None = None, source: str = "user") -> None:
@@ -187,7 +203,7 @@ class Tracer:
         trace_id = _check_id(trace_id)
         fields = feedback_fields(action, score, correction, comment, source)
         size = _size(fields)
-        self._writer.submit_sized((E.FEEDBACK, time.perf_counter_ns(), trace_id, fields, size), size)
+        self._writer.submit_sized((events.FEEDBACK, time.perf_counter_ns(), trace_id, fields, size), size)
 
     def record_validation(self, trace_id: str, *, rule: str, passed: bool, detail: Any = None,
                           span_id: str | None = None) -> None:
@@ -195,7 +211,7 @@ class Tracer:
         trace_id = _check_id(trace_id)
         fields = validation_fields(rule, passed, detail, span_id)
         size = _size(fields)
-        self._writer.submit_sized((E.VALIDATION, time.perf_counter_ns(), trace_id, fields, size), size)
+        self._writer.submit_sized((events.VALIDATION, time.perf_counter_ns(), trace_id, fields, size), size)
 
     # -- reading (what is queued is written first; then the read facade answers) ----------------
 
@@ -208,11 +224,11 @@ class Tracer:
         self.flush(timeout=self.settings.read_flush_timeout_seconds)
         return self._reader
 
-    def get_trace(self, trace_id: str):
+    def get_trace(self, trace_id: str) -> Trace:
         """The recorded trace; ``.to_dict()`` is the SIGNALS.md document. Raises ``TraceNotFound``."""
         if isinstance(trace_id, str):
             trace_id = storable_text(trace_id, nul=self._store.dialect == "postgresql")  # (as stored)
-        return self._read().get_trace(trace_id)
+        return self._read().get_trace(_check_id(trace_id))
 
     def export_eval_set(self, path: str, *, format: str = "jsonl", **filters: Any) -> int:
         """Write feedback-labelled examples to ``path``; returns the number of rows.
@@ -264,17 +280,19 @@ class Tracer:
         return self._read().alerts(since=since, until=until, rules=rules or self._alert_rules, warmup=warmup,
                                    **filters)
 
-    def purge(self, *, older_than: Any = None, dry_run: bool = False, batch_size: int = 1000) -> dict[str, int]:
+    def purge(self, *, older_than: Any = None, dry_run: bool = False, batch_size: int = 1000,
+              labels: bool = False) -> dict[str, int]:
         """Delete content past its expiry (or older than ``older_than``: '7d', '12h', days); metadata stays.
+        The labels users gave (feedback corrections and comments) are kept unless ``labels=True``.
 
         Returns ``{"content_rows": n, "traces": m, "dry_run": 0|1}``.
         """
         from llmtrace.store.retention import purge
 
         self.flush(timeout=self.settings.read_flush_timeout_seconds)
-        return purge(self._store, older_than=older_than, dry_run=dry_run, batch_size=batch_size)
+        return purge(self._store, older_than=older_than, dry_run=dry_run, batch_size=batch_size, labels=labels)
 
-    def verify_audit(self):
+    def verify_audit(self) -> Report:
         """Walk the audit chain and compare it with the tables; ``.ok``, ``.first``, ``.problems``."""
         return self._read().verify_audit()
 
@@ -282,7 +300,7 @@ class Tracer:
         """Block until everything recorded so far is written, ``timeout`` seconds at most (database
         waits included). False if anything is still unwritten (queued, waiting for the database,
         spilled to a local file) or was lost (dropped, quarantined) since the previous flush."""
-        return self._writer.flush(timeout)
+        return self._writer.flush(check_timeout(timeout))
 
     def close(self, timeout: float | None = 10) -> None:
         """Write what is queued (``timeout`` seconds at most), spill what is left to a local file
@@ -317,7 +335,7 @@ class Tracer:
 
 
 def _check_id(trace_id: Any) -> str:
-    return check_id(trace_id, _MAX_ID)
+    return check_trace_id(trace_id, _MAX_ID)
 
 
 def _size(fields: dict[str, Any]) -> int:

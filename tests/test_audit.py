@@ -175,3 +175,71 @@ def test_db_harden_elsewhere_is_a_clear_error(sqlite_url):
     out = subprocess.run([sys.executable, "-m", "llmtrace", "db", "harden", "--db", sqlite_url],
                          capture_output=True, text=True)
     assert out.returncode == 1 and "db harden is for PostgreSQL" in out.stderr
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "llmtrace", *args], capture_output=True, text=True)
+
+
+def test_a_deleted_content_row_a_purge_and_an_anchor(fresh_url):
+    """On every database: content deleted out of band is caught, content purged is not; the head kept
+    outside catches a chain cut back to before it."""
+    with llmtrace.Tracer(fresh_url, audit=True) as t:
+        record(t)
+        anchor = cli("audit", "head", "--db", fresh_url).stdout.strip()
+        assert t.verify_audit().ok
+        seq = int(anchor.split(":")[0])
+        ok = cli("audit", "verify", "--db", fresh_url, "--anchor", anchor)
+        assert ok.returncode == 0 and f"anchor {seq} holds" in ok.stdout, ok.stdout + ok.stderr
+        with t._store.engine.connect() as conn:
+            victim = conn.execute(sa.select(S.contents.c.id).order_by(S.contents.c.id).limit(1)).scalar()
+        tamper(t, "DELETE FROM llmtrace_contents WHERE id = :id", id=victim)
+        report = t.verify_audit()
+    assert not report.ok and any(f"content row {victim}" in p and "deleted out of band" in p for p in report.problems)
+    # a forger who also removes the last link and rewinds the head: consistent inside, caught by the anchor
+    engine = sa.create_engine(fresh_url)
+    with engine.begin() as conn:
+        prev = conn.execute(sa.select(S.audit.c.prev_hash).where(S.audit.c.seq == seq)).scalar()
+        conn.execute(S.audit.delete().where(S.audit.c.seq == seq))
+        conn.execute(S.meta.update().where(S.meta.c.key == "audit_head").values(value=f"{seq - 1}:{prev}"))
+    engine.dispose()
+    cut = cli("audit", "verify", "--db", fresh_url, "--anchor", anchor, "--json")
+    problems = __import__("json").loads(cut.stdout)["problems"]
+    assert cut.returncode == 1 and any("anchor" in p and "not in the chain" in p for p in problems), problems
+
+
+def test_audit_off_is_said_not_passed(sqlite_url):
+    with llmtrace.Tracer(sqlite_url) as t:
+        record(t)
+        report = t.verify_audit()
+    assert not report.ok and not report.enabled and report.problems[0].startswith("audit is off")
+    out = cli("audit", "verify", "--db", sqlite_url)
+    assert out.returncode == 1 and out.stdout.startswith("audit is off for this store: ")
+    assert f"its {report.problems[0].split('its ')[1].split(' ')[0]} row(s)" in out.stdout and " 0 row(s)" not in out.stdout
+    head = cli("audit", "head", "--db", sqlite_url)
+    assert head.returncode == 1 and head.stderr.startswith("llmtrace: error: audit is off")
+    bad = cli("audit", "verify", "--db", sqlite_url, "--anchor", "not-an-anchor")
+    assert bad.returncode == 1 and "anchor" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_db_harden_hides_the_user_hash_key_and_nothing_else(pg_fresh_url):
+    """The reader role reads the audit head (it can verify) but not the user-id hash key; the owner
+    still reads the key, so user ids hash as before."""
+    from llmtrace.store.harden import harden
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    def user_trace(t) -> str:
+        h = LLMTraceCallbackHandler(t)
+        rag_chain(ScriptedChatModel(script=[answer(REFUND_JSON)])).invoke(
+            "q", config={"callbacks": [h], "metadata": {"llmtrace_user_id": "u-17"}})
+        return t.get_trace(h.last_trace_id).to_dict()["user_id"]
+
+    with llmtrace.Tracer(pg_fresh_url, audit=True) as t:
+        before = user_trace(t)
+        harden(t._store, "llmtrace_reader_t")
+    with llmtrace.Tracer(pg_fresh_url, audit=True) as t:  # a new process: it reads the key back
+        assert user_trace(t) == before
+        with t._store.engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL ROLE llmtrace_reader_t"))
+            keys = set(conn.execute(sa.text("SELECT key FROM llmtrace_meta")).scalars())
+        assert "audit_head" in keys and "user_hash_key" not in keys

@@ -104,3 +104,39 @@ def test_action_filter(sqlite_tracer, recorded, tmp_path):
     assert [r["trace_id"] for r in read(tmp_path / "a.jsonl")] == [recorded["abandoned"]]
     with pytest.raises(llmtrace.ConfigError, match="actions"):
         sqlite_tracer.export_eval_set(tmp_path / "x", actions=("liked",))
+
+
+def test_a_corrected_example_outlives_its_prompt(sqlite_url, tmp_path):
+    """The correction is a label kept on its own retention: after the prompt expired the example is
+    still exported with the correction as its reference (inputs null), except as an OpenAI chat line."""
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    with llmtrace.Tracer(sqlite_url, content_ttl_days=1e-9) as tracer:
+        h = LLMTraceCallbackHandler(tracer)
+        for question, action in (("q-edited", "edited"), ("q-accepted", "accepted")):
+            simple_chain(ScriptedChatModel(script=[answer(f"answer to {question}")])).invoke(
+                {"question": question}, config={"callbacks": [h]})
+            if action == "edited":
+                tracer.record_feedback(h.last_trace_id, "edited", correction="the better answer")
+                edited = h.last_trace_id
+            else:
+                tracer.record_feedback(h.last_trace_id, "accepted")
+        assert tracer.purge()["content_rows"] >= 2
+        n = tracer.export_eval_set(tmp_path / "e.jsonl")
+        [row] = read(tmp_path / "e.jsonl")  # (the accepted one taught its own answer, which expired)
+        assert n == 1 and (row["trace_id"], row["label"], row["reference"], row["inputs"]) == (
+            edited, "corrected", "the better answer", None)
+        assert tracer.export_eval_set(tmp_path / "d.jsonl", format="dataset") == 1
+        assert read(tmp_path / "d.jsonl")[0]["expected_output"] == "the better answer"
+        assert tracer.export_eval_set(tmp_path / "o.jsonl", format="openai") == 0
+        assert read(tmp_path / "o.jsonl") == []
+
+
+def test_eval_filters_are_checked_on_every_path(sqlite_tracer, tmp_path):
+    with pytest.raises(llmtrace.ConfigError, match="unknown eval-set filter.*'labelz'"):
+        sqlite_tracer.eval_dataframe(labelz=("corrected",))
+    with pytest.raises(llmtrace.ConfigError, match="since"):
+        sqlite_tracer.export_eval_set(tmp_path / "x.jsonl", since="last tuesday")
+    with pytest.raises(llmtrace.ConfigError, match="path"):
+        sqlite_tracer.export_eval_set("")
+    assert sqlite_tracer.export_eval_set(tmp_path / "x.jsonl", since="7d", labels="corrected") == 0

@@ -69,3 +69,31 @@ def test_a_channel_of_a_closed_tracer_drops_without_waiting(sqlite_url):
         channel.submit((I.RETRY, I.now(), f"span-{i}"))
     assert time.perf_counter() - started < 0.5
     assert tracer.health()["queue_depth"] == 0
+
+
+def test_every_column_has_a_writer_and_the_field_tables_name_real_columns(sqlite_tracer):
+    """The record's field tables (llmtrace.base.fields) name real columns, and every column of the
+    llm_calls table is written (or declared reserved, with the reason in fields.py)."""
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from llmtrace.base import fields
+    from llmtrace.store import schema
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    calls = {c.name for c in schema.llm_calls.columns}
+    assert set(fields.TOKEN_COLUMNS.values()) | set(fields.LATENCY_COLUMNS.values()) <= calls
+    assert set(fields.TRACE_COLUMN_OF.values()) <= {c.name for c in schema.traces.columns}
+    handler = LLMTraceCallbackHandler(sqlite_tracer)
+    GenericFakeChatModel(messages=iter([AIMessage("hi")])).invoke("hello", config={"callbacks": [handler]})
+    assert sqlite_tracer.flush(10)
+    import sqlalchemy as sa
+
+    with sa.create_engine(sqlite_tracer.url).connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM llmtrace_llm_calls")).mappings().one()
+    # what a fake model leaves unsaid stays null; every other column has a value or is reserved
+    unsaid = {*fields.TOKEN_COLUMNS.values(), "ttft_ms", "retrieval_ms", "tools_ms", "finish_reason", "error_type",
+              "fallback_from", "model_version", "provider", "generations"}
+    reserved = set(fields.RESERVED_COLUMNS["llmtrace_llm_calls"])
+    assert {k for k, v in row.items() if v is None} <= unsaid | reserved
+    assert all(row[c] is None for c in reserved)

@@ -360,6 +360,7 @@ def test_trace_scope_capture_mode(sqlite_tracer):
 def test_ids_are_never_taken_for_numbers():
     # Trace and run ids land in content and metadata (a replay's "replay_of"): one in ten UUIDs
     # whose digit groups pass Luhn once looked like a card number to the redactor.
+    import hashlib
     import random
     import uuid
 
@@ -368,6 +369,48 @@ def test_ids_are_never_taken_for_numbers():
     rng = random.Random(11)
     ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(10_000)]
     ids += [ordered_id() for _ in range(10_000)]
+    # digests too (commit ids, content hashes): hex with a country code and two digits in it is no IBAN
+    ids += [hashlib.sha256(str(i).encode()).hexdigest() for i in range(5_000)]
+    ids += [hashlib.sha1(str(i).encode()).hexdigest().upper() for i in range(5_000)]
     r = Redactor()
     changed = [i for i in ids if r.text(f"trace {i} ended") != f"trace {i} ended"]
     assert changed == []
+
+
+def test_user_processors_reach_trace_metadata_and_tags(sqlite_url):
+    """Trace metadata and tags are content apps fill from user data: the built-in rules and the
+    user's own processors apply to them (keys too), in full capture as well."""
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    for capture in ("redacted", "full"):
+        with llmtrace.Tracer(sqlite_url, capture=capture, processors=[r"Alice", (r"T-\d+", "TICKET")]) as tracer:
+            h = LLMTraceCallbackHandler(tracer)
+            with tracer.trace(tags=["for Alice", "T-42"], metadata={"customer": "Alice", "alice@example.com": "owner",
+                                                                      "db": "postgres://app:S3cretPw!x@db:5432/x"}) as t:
+                RunnableLambda(lambda x: x, name="step").invoke("x", config={"callbacks": [h]})
+            doc = tracer.get_trace(t.trace_id).to_dict()
+        email_key = "[EMAIL]" if capture == "redacted" else "alice@example.com"
+        assert doc["tags"] == ["for [REDACTED]", "[TICKET]"], capture
+        assert doc["metadata"] == {"customer": "[REDACTED]", email_key: "owner",
+                                   "db": "postgres://app:[PASSWORD]@db:5432/x"}, capture
+
+
+def test_names_pass_the_same_rules():
+    """Content.name: what the recorder is to call for run, trace, retriever and tool names."""
+    from llmtrace.capture.content import Content
+
+    problems = []
+    content = Content(capture="redacted", ttl_days=30, max_field_chars=1000, processors=[llmtrace.regex_processor(r"Alice")],
+                      hash_key=lambda: "k", redaction_hash=False, on_problem=lambda where, exc: problems.append(where))
+    assert content.name("redacted", "summarize ticket of jane.doe@example.com for Alice") == \
+        "summarize ticket of [EMAIL] for [REDACTED]"
+    assert content.name("full", "call +44 20 7946 0958 with sk-ant-api03-Qm7Rt2Yx9Kp4Lw1Zs8VnXabc") == \
+        "call +44 20 7946 0958 with [API_KEY]"
+    assert content.name("metadata", "RunnableSequence") == "RunnableSequence" and content.name("redacted", None) is None
+
+    def broken(fields):
+        raise RuntimeError("no")
+
+    failing = Content(capture="redacted", ttl_days=30, max_field_chars=1000, processors=[broken], hash_key=lambda: "k",
+                      redaction_hash=False, on_problem=lambda where, exc: problems.append(where))
+    assert failing.name("redacted", "step") == "[PROCESSOR_FAILED]" and problems == ["processor"]

@@ -114,3 +114,99 @@ def test_production_needs_a_hash_key(sqlite_url, monkeypatch):
         llmtrace.Tracer(sqlite_url, environment="production")
     monkeypatch.setenv("LLMTRACE_HASH_KEY", "a" * 64)
     llmtrace.Tracer(sqlite_url, environment="production").close()
+
+
+# -- labels a user gave live on their own retention (issue 17 item 15) --------------------------------
+
+def record_corrected(tracer, correction: str = "You have 12 days.") -> str:
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    h = LLMTraceCallbackHandler(tracer)
+    simple_chain(ScriptedChatModel(script=[answer("You have 30 days.")])).invoke({"question": "q"}, config={"callbacks": [h]})
+    tracer.record_feedback(h.last_trace_id, "edited", correction=correction, comment="too long")
+    tracer.flush()
+    return h.last_trace_id
+
+
+def feedback_of(tracer, tid: str) -> list[tuple]:
+    return [(f["correction"], f["comment"]) for f in tracer.get_trace(tid).to_dict()["feedback"]]
+
+
+def content_rows(tracer, trace_id: str) -> list[tuple]:
+    """(kind, expires_at, body) of a trace's content rows (a server database holds other tests' rows too)."""
+    c = S.contents
+    with tracer._store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(c.c.kind, c.c.expires_at, c.c.body).where(c.c.trace_id == trace_id))]
+
+
+def test_labels_are_a_row_of_their_own_kept_by_default(tracer):
+    """On every database: the correction is not in the prompt's row, and its row does not expire."""
+    tid = record_corrected(tracer)
+    rows = content_rows(tracer, tid)
+    labels = [r for r in rows if r[0] == "labels"]
+    assert len(labels) == 1 and labels[0][1] is None and '"fb:' in labels[0][2] and "12 days" in labels[0][2]
+    assert all('"fb:' not in body and "12 days" not in body for kind, _exp, body in rows if kind is None)
+    assert all(exp is not None for kind, exp, _body in rows if kind is None)  # (content: 30 days)
+    assert tracer.purge(older_than=1e-9)["content_rows"] >= 1
+    assert feedback_of(tracer, tid) == [("You have 12 days.", "too long")]
+    assert [r[0] for r in content_rows(tracer, tid)] == ["labels"]
+
+
+def test_purge_with_labels_deletes_them_too(sqlite_tracer):
+    tid = record_corrected(sqlite_tracer)
+    assert sqlite_tracer.purge(older_than=1e-9)["content_rows"] >= 1
+    assert feedback_of(sqlite_tracer, tid) == [("You have 12 days.", "too long")]
+    from llmtrace.store.retention import purge
+
+    assert purge(sqlite_tracer._store, older_than=1e-9, labels=True)["content_rows"] == 1
+    assert feedback_of(sqlite_tracer, tid) == [(None, None)]  # the action stays, the words are gone
+    assert content_rows(sqlite_tracer, tid) == []
+
+
+def test_a_label_never_shares_text_with_the_prompt(sqlite_tracer):
+    """A long correction equal to text the trace stored already is stored whole, not as a reference
+    into content that expires before it."""
+    long_answer = "You have thirty days to return an order, counted from the day it was delivered to you. " * 3
+    from llmtrace_langchain import LLMTraceCallbackHandler
+
+    h = LLMTraceCallbackHandler(sqlite_tracer)
+    simple_chain(ScriptedChatModel(script=[answer(long_answer)])).invoke({"question": "q"}, config={"callbacks": [h]})
+    sqlite_tracer.record_feedback(h.last_trace_id, "edited", correction=long_answer)
+    sqlite_tracer.flush()
+    sqlite_tracer.purge(older_than=1e-9)
+    assert feedback_of(sqlite_tracer, h.last_trace_id) == [(long_answer, None)]
+
+
+def test_rows_written_before_labels_had_rows_of_their_own_keep_them_through_a_purge(sqlite_url):
+    """A store from before schema 7 holds the correction in the trace's content row: purge moves the
+    labels to a row of their own before it deletes the rest."""
+    with llmtrace.Tracer(sqlite_url, audit=True) as tracer:
+        tid = record_corrected(tracer)
+        engine = tracer._store.engine
+        with engine.begin() as conn:  # make it look old: one mixed row, as schema 6 wrote it
+            rows = conn.execute(sa.select(S.contents)).all()
+            owners = {}
+            for r in rows:
+                owners.update(json.loads(r.body))
+            conn.execute(S.contents.delete())
+            conn.execute(S.contents.insert(), {"id": "old-row", "trace_id": tid, "body": json.dumps(owners), "kind": None,
+                                               "created_at": rows[0].created_at, "expires_at": rows[0].expires_at})
+        assert feedback_of(tracer, tid) == [("You have 12 days.", "too long")]
+        assert tracer.purge(older_than=1e-9) == {"content_rows": 1, "traces": 1, "dry_run": 0}
+        assert feedback_of(tracer, tid) == [("You have 12 days.", "too long")]
+        doc = tracer.get_trace(tid).to_dict()
+        assert doc["llm_calls"][0]["raw_completion"] is None
+        [(kind, expires, body)] = content_rows(tracer, tid)
+        assert kind == "labels" and expires is None and list(json.loads(body)) == [o for o in owners if o.startswith("fb:")]
+
+
+def test_purge_cli_labels_flag(sqlite_url):
+    with llmtrace.Tracer(sqlite_url) as t:
+        record_corrected(t)
+    run = [sys.executable, "-m", "llmtrace", "purge", "--db", sqlite_url, "--older-than", "0.000001", "--json"]
+    first = subprocess.run(run, capture_output=True, text=True, check=True)
+    assert json.loads(first.stdout)["content_rows"] == 1  # the prompt's row; the labels stay
+    second = subprocess.run([*run, "--labels"], capture_output=True, text=True, check=True)
+    assert json.loads(second.stdout)["content_rows"] == 1  # now the labels
+    bad = subprocess.run([*run[:-1], "--batch-size", "0"], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("llmtrace: error: batch_size")

@@ -64,6 +64,8 @@ class AlertRules:
 
 @dataclass(frozen=True)
 class Alert:
+    """One alert a rule fired on one LLM call: what, when, by how much, and which trace to open."""
+
     rule: str
     at: str  # when the call started, ISO 8601 UTC
     message: str

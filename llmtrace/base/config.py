@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -16,6 +18,8 @@ DEFAULT_URL = "sqlite:///llmtrace.db"
 
 @dataclass(frozen=True)
 class Settings:
+    """A Tracer's settings, frozen: explicit argument > ``LLMTRACE_*`` environment variable > default."""
+
     url: str = DEFAULT_URL
     capture: str = "redacted"
     content_ttl_days: float | None = 30
@@ -76,10 +80,7 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     if name == "content_ttl_days":
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "never")):
             return None
-        try:
-            ttl = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"content_ttl_days must be a positive number of days or None, not {value!r}") from None
+        ttl = _number(name, value, "a positive number of days (e.g. 30 or 0.5), or None to keep content")
         if not ttl > 0:
             raise ConfigError(f"content_ttl_days must be positive (e.g. 30 or 0.5), or None to keep content; got {value!r}")
         return ttl
@@ -93,15 +94,81 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return False
         raise ConfigError(f"{name} must be true or false, not {value!r}")
     if default is None or isinstance(default, str):
-        return value if value is None else str(value)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{name} must be text (a str), not {type(value).__name__}")
+        return value
     kind = type(default)
-    try:
-        out = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a {kind.__name__}, not {value!r}") from None
+    what = "a whole number" if kind is int else "a number"
+    out: Any = _number(name, value, f"{what} (e.g. {default})")
+    if kind is int:
+        if out != int(out):
+            raise ConfigError(f"{name} must be {what} (e.g. {default}), not {value!r}")
+        out = int(out)
     if out < 0 or (out == 0 and name not in _ZERO_OK):
         raise ConfigError(f"{name} must be positive, not {value!r}")
     return out
+
+
+def _number(name: str, value: Any, what: str) -> float:
+    """A finite number from an argument or an environment variable's text; else a ConfigError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{name} must be {what}, not {_short(value)}")
+    try:
+        out = float(value)
+    except (ValueError, OverflowError):  # (text that is no number, an int beyond a float's range)
+        raise ConfigError(f"{name} must be {what}, not {_short(value)}") from None
+    if not math.isfinite(out) or out > 1e15:
+        raise ConfigError(f"{name} must be {what}: a finite number of sensible size, not {_short(value)}")
+    return out
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_timeout(timeout: Any, name: str = "timeout") -> float | None:
+    """A wait in seconds: None (no limit) or a finite number >= 0 that a thread can wait."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ConfigError(f"{name} is a number of seconds (e.g. 5) or None to wait as long as it takes; "
+                          f"not {_short(timeout)}")
+    try:
+        seconds = float(timeout)
+    except OverflowError:
+        seconds = math.inf
+    if not 0 <= seconds <= threading.TIMEOUT_MAX:
+        raise ConfigError(f"{name} is a number of seconds from 0 to {threading.TIMEOUT_MAX:.0f}, or None to wait as "
+                          f"long as it takes; not {_short(timeout)}")
+    return seconds
+
+
+def check_sink(sink: Any) -> Any:
+    """``add_json_sink(sink)``: None (stderr), a file path, a file-like object or a callable taking each line."""
+    if sink is None or isinstance(sink, (str, os.PathLike)) or callable(sink) or callable(getattr(sink, "write", None)):
+        return sink
+    raise ConfigError(f"sink is where the JSON lines go: None (stderr), a file path, an open file (sys.stdout) or a "
+                      f"function taking each line; not {_short(sink)}")
+
+
+def check_prices(prices: Any) -> dict[str, dict[str, float]] | None:
+    """``Tracer(prices=...)``: {model: {"input_mtok": n, "output_mtok": n, ...}}, USD per million tokens."""
+    if prices is None:
+        return None
+    example = '{"my-ft": {"input_mtok": 3, "output_mtok": 12}}'
+    if not isinstance(prices, dict):
+        raise ConfigError(f"prices maps a model to its prices in USD per million tokens, e.g. {example}; "
+                          f"not {_short(prices)}")
+    for model, entry in prices.items():
+        if not isinstance(model, str) or not isinstance(entry, dict):
+            raise ConfigError(f"prices maps a model name to a dict of prices, e.g. {example}; not {_short({model: entry})}")
+        for key, value in entry.items():
+            _number(f"prices[{model!r}][{key!r}]", value, "a number of USD per million tokens")
+    return prices
 
 
 def check_url(url: Any) -> str:

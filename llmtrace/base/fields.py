@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+# Where each part of an LLM call's record lives: document key -> llm_calls column. Rows, the
+# document, log lines and queries read these tables instead of spelling the pairs again.
+TOKEN_COLUMNS = {"input": "input_tokens", "output": "output_tokens", "total": "total_tokens",
+                 "input_cached": "input_cached_tokens", "input_cache_write": "input_cache_write_tokens",
+                 "reasoning": "reasoning_tokens"}
+LATENCY_COLUMNS = {"total": "latency_ms", "ttft": "ttft_ms", "retrieval": "retrieval_ms", "tools": "tools_ms"}
+# trace document key -> llm_traces column, where they differ
+TRACE_COLUMN_OF = {"user_id": "user_hash", "metadata": "meta"}
+# Columns no version of llmtrace writes (spans.position, llm_calls.cost_usd: costs are priced when
+# read, contents.digest: the audit chain digests content itself). They stay: the audit chain digests
+# every column of a row as stored, so dropping one would break the chains of existing databases.
+RESERVED_COLUMNS = {"llmtrace_spans": ("position",), "llmtrace_llm_calls": ("cost_usd",),
+                    "llmtrace_contents": ("digest",)}
+
 ACTIONS = ("accepted", "edited", "retried", "abandoned")  # what a user finally did with an answer
 FEEDBACK_ACTIONS = (*ACTIONS, "rated")  # and custom names
 # A trace's status once its root run ended (until then it has no row to filter on: SIGNALS.md)

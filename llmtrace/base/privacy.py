@@ -1,7 +1,12 @@
-"""What never reaches disk: secret-named values, raw user ids (the detectors are in ``_redact``).
+"""What never reaches disk: secret-named values, raw user ids (the detectors are in ``base.detect``).
 
 The redaction processor chain over content fields plugs in here (``Processor``: a plain callable
 ``fields -> fields`` run on the writer thread; one that raises fails closed).
+
+The user-id hash key is a secret: whoever holds it can hash guessed ids and compare. It comes from
+``LLMTRACE_HASH_KEY`` (kept outside the database: the recommended setup, required in production),
+or else is made once per database and kept in ``llmtrace_meta``, a row ``llmtrace db harden``
+hides from its reader role.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ def is_secret_key(key: str) -> bool:
 
 
 USER_HASH_KEY = "user_hash_key"  # the meta row holding the key (when none is configured)
+LABEL_OWNER = "fb:"  # content owners that are labels a user gave (feedback): kept on their own retention
 
 
 def hash_user_id(user_id: Any, key: str) -> str:

@@ -1,4 +1,5 @@
-"""What users and checks say about a trace (feedback, validations), checked before it is queued.
+"""What users and checks say about a trace (feedback, validations, a trace's own attributes),
+checked before it is queued.
 
 Every bad argument is an llmtrace error that says what to pass; nothing is queued that the writer
 would have to reject later.
@@ -7,6 +8,8 @@ would have to reject later.
 from __future__ import annotations
 
 import math
+import uuid
+from collections.abc import Mapping
 from numbers import Real
 from typing import Any
 
@@ -62,3 +65,47 @@ def validation_fields(rule: Any, passed: Any, detail: Any, span_id: Any) -> dict
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_trace_id(trace_id: Any, max_chars: int = 128, name: str = "trace_id") -> str:
+    """A trace id as stored: a non-empty string (or a UUID, as LangChain's run ids are) of at most
+    ``max_chars`` characters that every database can store."""
+    if isinstance(trace_id, uuid.UUID):
+        return str(trace_id)
+    if not isinstance(trace_id, str) or not trace_id.strip():
+        raise ConfigError(f"{name} must be a non-empty string, such as handler.last_trace_id or the id of "
+                          f"tracer.trace(); not {_short_type(trace_id)}")
+    if len(trace_id) > max_chars:
+        raise ConfigError(f"{name} is at most {max_chars} characters; got {len(trace_id)}")
+    try:
+        trace_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{name} must be text a database can store; this one holds a lone surrogate") from None
+    return trace_id
+
+
+def check_metadata(metadata: Any) -> dict[str, Any] | None:
+    """``tracer.trace(metadata=...)``: a dict with string keys, or None."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        raise ConfigError(f"metadata is a dict with string keys, e.g. metadata={{'ticket': 'T-42'}}; "
+                          f"not {_short_type(metadata)}")
+    return dict(metadata)
+
+
+def check_tags(tags: Any) -> list[str] | None:
+    """``tracer.trace(tags=...)``: a list of strings, or None."""
+    if tags is None:
+        return None
+    if isinstance(tags, str) or not isinstance(tags, (list, tuple, set, frozenset)) or not all(
+            isinstance(t, str) for t in tags):
+        raise ConfigError(f"tags is a list of strings, e.g. tags=['beta']; not {_short_type(tags)}")
+    return list(tags)
+
+
+def _short_type(value: Any) -> str:
+    try:
+        return _short(value)
+    except Exception:  # (an object whose repr raises)
+        return f"a {type(value).__name__}"

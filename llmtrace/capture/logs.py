@@ -18,6 +18,9 @@ from typing import Any
 
 from loguru import logger
 
+from llmtrace.base.config import check_sink
+from llmtrace.base.fields import LATENCY_COLUMNS, TOKEN_COLUMNS
+
 SLOW_CALL_MS = float(os.environ.get("LLMTRACE_SLOW_CALL_MS", "30000"))
 
 
@@ -27,6 +30,7 @@ def add_json_sink(sink: Any = None, level: str = "INFO") -> int:
     Returns loguru's handler id (``logger.remove(id)`` takes it away). The application's own
     handlers are left as they are.
     """
+    check_sink(sink)
     handler_id = logger.add(sys.stderr if sink is None else sink, level=level, format="{message}",
                             filter=lambda record: record["name"].startswith("llmtrace"))
     logger.enable("llmtrace")
@@ -49,10 +53,10 @@ def call_fields(row: dict[str, Any], trace_attrs: dict[str, Any], user_hash: str
     return {
         "event": "llm_call", "timestamp": at_iso, "trace_id": row["trace_id"], "span_id": row["span_id"],
         "model": row["model"], "model_version": row["model_version"], "provider": row["provider"],
-        "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
-        "cached_tokens": row["input_cached_tokens"], "reasoning_tokens": row["reasoning_tokens"],
-        "latency_ms": _r(row["latency_ms"]), "ttft_ms": _r(row["ttft_ms"]), "retrieval_ms": _r(row["retrieval_ms"]),
-        "tools_ms": _r(row["tools_ms"]), "cost_usd": cost, "status": row["status"], "error_type": row["error_type"],
+        **{column: row[column] for column in TOKEN_COLUMNS.values()},
+        "cached_tokens": row["input_cached_tokens"],  # (the line's name since its first version)
+        **{column: _r(row[column]) for column in LATENCY_COLUMNS.values()},
+        "cost_usd": cost, "status": row["status"], "error_type": row["error_type"],
         "finish_reason": row["finish_reason"], "retry_count": row["retry_count"], "fallback_from": row["fallback_from"],
         "tools_called": len(tools), "tools": tools, "user_id": user_hash, "feature": trace_attrs.get("feature"),
         "team": trace_attrs.get("team"), "prompt_version": trace_attrs.get("prompt_version"),

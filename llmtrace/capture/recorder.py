@@ -18,8 +18,7 @@ from uuid import UUID
 from llmtrace.base.classify import describe, is_parse_failure
 from llmtrace.base.cost import PriceBook
 from llmtrace.base.ids import ordered_id
-from llmtrace.capture import events as E
-from llmtrace.capture import logs as L
+from llmtrace.capture import events, logs
 from llmtrace.capture.content import Content
 from llmtrace.capture.linking import Linker
 from llmtrace.capture.live_alerts import LiveAlerts
@@ -77,15 +76,15 @@ class Recorder:
 
     def apply(self, ev: tuple, rows: Rows) -> None:
         op = ev[0]
-        if op == E.START:  # ids arrive as the framework's objects (UUIDs): made strings here, off the hot path
+        if op == events.START:  # ids arrive as the framework's objects (UUIDs): made strings here, off the hot path
             key, parent_key = ev[2], ev[3]
             if type(key) is UUID:  # keyed by the UUID's int: hashing a UUID object runs Python code
                 key = key.int
             if type(parent_key) is UUID:
                 parent_key = parent_key.int
-            self._start(ev[1], key, parent_key, ev[4], E.name_of(ev[5], ev[4]), ev[6], ev[7], ev[8], ev[9], ev[10],
+            self._start(ev[1], key, parent_key, ev[4], events.name_of(ev[5], ev[4]), ev[6], ev[7], ev[8], ev[9], ev[10],
                         ev[11] if len(ev) > 11 else None)
-        elif op == E.END:
+        elif op == events.END:
             _, t, key, convert, raw, extra = ev
             span = self._open.get(key.int if type(key) is UUID else key)
             if span is None:
@@ -100,7 +99,7 @@ class Recorder:
             # a prompt's rendered output is the next LLM call's input snapshot: not stored twice
             out = {} if span.start.get("skip_outputs") else self._convert(convert, raw)
             self._end(t, span, out, None, extra, rows)
-        elif op == E.ERROR:
+        elif op == events.ERROR:
             _, t, key, exc, extra = ev
             span = self._open.get(key.int if type(key) is UUID else key)
             if span is not None:
@@ -108,7 +107,7 @@ class Recorder:
                 answered = extra.get("response") if extra else None  # what it produced before it failed
                 out = self._convert(answered[0], answered[1]) if answered else {}
                 self._end(t, span, out, exc, extra, rows)
-        elif op == E.ANNOTATE:
+        elif op == events.ANNOTATE:
             span = self._open.get(ev[2].int if type(ev[2]) is UUID else ev[2])
             if span is not None:
                 note = self._convert(ev[3], ev[4])
@@ -118,13 +117,13 @@ class Recorder:
                     span.annot = {"start": {}, "end": {}}
                 span.annot["start"].update(note.get("start") or {})
                 span.annot["end"].update(note.get("end") or {})
-        elif op == E.RETRY:
+        elif op == events.RETRY:
             span = self._open.get(ev[2].int if type(ev[2]) is UUID else ev[2])
             if span is not None:
                 span.retries += 1
-        elif op == E.FEEDBACK:
+        elif op == events.FEEDBACK:
             self._feedback(ev[1], ev[2], ev[3], rows)
-        elif op == E.VALIDATION:
+        elif op == events.VALIDATION:
             f = ev[3]
             self._validation(ev[2], f.get("span_id"), f["rule"], f["passed"], f.get("detail"), "user", ev[1], rows)
 
@@ -162,7 +161,7 @@ class Recorder:
             self._problem(f"convert:{getattr(convert, '__name__', convert)}", exc)
             return {}
 
-    def _start(self, t: int, key: Any, parent_key: Any, kind: str, name: str, root: E.TraceContext | None,
+    def _start(self, t: int, key: Any, parent_key: Any, kind: str, name: str, root: events.TraceContext | None,
                convert: Any, raw: Any, metadata: Any, tags: Any, task: str | None) -> None:
         span_id = _sid(key) if _kept(key) else ordered_id()
         parent = self._open.get(parent_key) if parent_key is not None else None
@@ -191,9 +190,9 @@ class Recorder:
         trace.ended_ns = 0
         return self._keep_done(trace)
 
-    def _trace_for_root(self, span_id: str, root: E.TraceContext | None, metadata: Any, tags: Any) -> TraceState:
+    def _trace_for_root(self, span_id: str, root: events.TraceContext | None, metadata: Any, tags: Any) -> TraceState:
         attrs = dict(root.attrs) if root is not None else {}
-        for key, value in E.trace_attrs_from_metadata(metadata).items():
+        for key, value in events.trace_attrs_from_metadata(metadata).items():
             attrs.setdefault(key, value)
         trace_id = str((root.trace_id if root is not None else None) or attrs.get("trace_id") or span_id)
         found = self._traces.get(trace_id) or self._done.pop(trace_id, None)  # another root of the same trace
@@ -269,7 +268,7 @@ class Recorder:
         self.rows.span(rows, span, t, latency, status, None if absorbed else error, link, error_from)
         if self.rows.debug and kind == "llm":  # before the content is queued: it may make repeated text references
             shown = content and trace.capture != "metadata"  # (metadata: no content, not even here)
-            L.debug_print(rows.llm_calls[-1], self.content.processed(trace.capture, content) if shown else {})
+            logs.debug_print(rows.llm_calls[-1], self.content.processed(trace.capture, content) if shown else {})
         self.content.queue(span.span_id, trace.trace_id, trace.capture, trace.strings, content, rows)
         if (kind == "llm" and status == "error" and error_from is None and extra and error is not None
                 and error["type"] != "cancelled" and (extra.get("first_token_ns") or extra.get("streamed_text"))):
@@ -358,7 +357,7 @@ class Recorder:
 
     def _parse_failed(self, trace: TraceState, call_span_id: str, parser: str, error: dict, exc_type: str | None,
                       t: int, rows: Rows) -> None:
-        L.emit("ERROR", lambda: {"event": "parse_error", "trace_id": trace.trace_id, "span_id": call_span_id,
+        logs.emit("ERROR", lambda: {"event": "parse_error", "trace_id": trace.trace_id, "span_id": call_span_id,
                                  "parser": parser, "error_type": exc_type})
         self._validation(trace.trace_id, call_span_id, "schema", False, error["message"], "parser", t, rows, trace=trace)
 

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from llmtrace.base.cost import PriceBook
+from llmtrace.base.fields import TOKEN_COLUMNS
 from llmtrace.base.privacy import hash_user_id
 from llmtrace.base.serialize import dumps, to_jsonable
-from llmtrace.capture import logs as L
+from llmtrace.capture import logs
 from llmtrace.capture.content import Content
 from llmtrace.capture.live_alerts import LiveAlerts
 from llmtrace.capture.state import Span, TraceState
@@ -35,13 +36,14 @@ class RowBuilder:
         self._defaults = {"environment": environment, "release": release}
         self.prices: PriceBook | None = None  # the cost in log lines
         self.alerts: LiveAlerts | None = None  # when the tracer evaluates alert rules as calls are written
-        self.debug = L.debug_enabled()
+        self.debug = logs.debug_enabled()
 
     def span(self, rows: Rows, span: Span, t: int, latency: float, status: str, error: dict | None,
              link: str | None, error_from: str | None) -> None:
         rows.spans.append({
             "span_id": span.span_id, "trace_id": span.trace.trace_id, "parent_id": span.parent_id, "kind": span.kind,
-            "name": (span.name or span.kind)[:256], "started_at": self.wall + span.t0, "ended_at": self.wall + t,
+            "name": (self.content.name(span.trace.capture, span.name) or span.kind)[:256],
+            "started_at": self.wall + span.t0, "ended_at": self.wall + t,
             "latency_ms": latency, "status": status, "error_type": error["type"] if error else None,
             "link_span_id": link, "tool_call_id": span.start.get("tool_call_id"), "position": None,
             "error_from": error_from,
@@ -58,10 +60,7 @@ class RowBuilder:
             "model": short(start.get("model"), 128), "model_version": short(out.get("model_version"), 128),
             "provider": short(start.get("provider") or out.get("provider"), 64),
             "params": self.content.params(trace.capture, params),
-            "input_tokens": tokens.get("input"), "output_tokens": tokens.get("output"),
-            "total_tokens": tokens.get("total"), "input_cached_tokens": tokens.get("input_cached"),
-            "input_cache_write_tokens": tokens.get("input_cache_write"),
-            "reasoning_tokens": tokens.get("reasoning"), "latency_ms": latency,
+            **{column: tokens.get(key) for key, column in TOKEN_COLUMNS.items()}, "latency_ms": latency,
             "ttft_ms": (first_ns - span.t0) / 1e6 if first_ns else None,
             "retrieval_ms": links["retrieval_ms"], "tools_ms": links["tools_ms"], "cost_usd": None,
             "finish_reason": short(out.get("finish_reason"), 64), "status": status,
@@ -77,7 +76,7 @@ class RowBuilder:
 
     def log_call(self, row: dict[str, Any], trace: TraceState, tool_ids: list[str]) -> None:
         """The call's log line (built only if a sink takes it) and the live alert rules."""
-        L.emit(L.call_level(row), lambda: L.call_fields(
+        logs.emit(logs.call_level(row), lambda: logs.call_fields(
             row, trace.attrs, self.user_hash(trace), [{"tool_call_id": i, "latency_ms": trace.tool_ms.get(i)}
                                                       for i in tool_ids if i in trace.tool_ms],
             iso(row["started_at"]), self._cost(row)))
@@ -91,7 +90,7 @@ class RowBuilder:
             row_id = f"{span.span_id}:{pos}"
             rows.tool_calls.append({
                 "id": row_id, "trace_id": trace.trace_id, "llm_span_id": span.span_id, "position": pos,
-                "tool_call_id": short(req.get("id"), 128), "name": short(req.get("name"), 256),
+                "tool_call_id": short(req.get("id"), 128), "name": short(self.content.name(trace.capture, req.get("name")), 256),
                 "tool_span_id": None, "status": "requested", "latency_ms": None,
             })
             trace.requests[req.get("id") or row_id] = {"row_id": row_id, "name": req.get("name"), "matched": False}
@@ -104,7 +103,8 @@ class RowBuilder:
         """A tool no request named: joined to the call that asked in text, or to none."""
         rows.tool_calls.append({
             "id": f"{span.span_id}:tool", "trace_id": span.trace.trace_id, "llm_span_id": llm_span_id,
-            "position": None, "tool_call_id": short(call_id, 128), "name": short(span.name, 256),
+            "position": None, "tool_call_id": short(call_id, 128),
+            "name": short(self.content.name(span.trace.capture, span.name), 256),
             "tool_span_id": span.span_id, "status": status, "latency_ms": latency,
         })
 
@@ -113,7 +113,7 @@ class RowBuilder:
             rows.chunks.append({
                 "trace_id": span.trace.trace_id, "span_id": span.span_id, "rank": rank,
                 "source_id": short(chunk.get("source_id"), 256), "score": as_float(chunk.get("score")),
-                "retriever": short(span.name, 256), "retrieved_at": self.wall + t,
+                "retriever": short(self.content.name(span.trace.capture, span.name), 256), "retrieved_at": self.wall + t,
             })
 
     def trace(self, rows: Rows, trace: TraceState, span: Span, t: int, latency: float, status: str) -> None:
@@ -121,7 +121,7 @@ class RowBuilder:
         tags = a.get("tags")
         capture = trace.capture
         rows.traces.append({
-            "trace_id": trace.trace_id, "name": short(a.get("trace_name") or span.name, 256),
+            "trace_id": trace.trace_id, "name": short(self.content.name(capture, a.get("trace_name") or span.name), 256),
             "started_at": self.wall + span.t0, "ended_at": self.wall + t, "latency_ms": latency,
             "status": status, "user_hash": self.user_hash(trace),
             "session_id": short(a.get("session_id"), 128), "feature": short(a.get("feature"), 128),
@@ -147,7 +147,7 @@ class RowBuilder:
                    t: int) -> str:
         vid = uuid.uuid4().hex
         if not passed and rule != "schema":  # (a schema failure was logged as the parse error)
-            L.emit("ERROR", lambda: {"event": "validation_failed", "trace_id": trace_id, "span_id": span_id,
+            logs.emit("ERROR", lambda: {"event": "validation_failed", "trace_id": trace_id, "span_id": span_id,
                                      "rule": rule, "source": source})
         rows.validations.append({"id": vid, "trace_id": trace_id, "span_id": span_id, "rule": short(rule, 256),
                                  "passed": bool(passed), "source": source, "at": self.wall + t})

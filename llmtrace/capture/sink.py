@@ -42,6 +42,8 @@ DONE, LATER = True, False
 
 
 class Counters:
+    """What the write path did, for ``Tracer.health()``: written, dropped, failed, quarantined, ..."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.enqueued_dropped = 0

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from llmtrace.capture import events as E
+from llmtrace.capture import events
 from llmtrace.capture.backlog import Backlog
 from llmtrace.capture.loss import LossReporter
 from llmtrace.capture.recorder import Recorder
@@ -39,7 +39,7 @@ from llmtrace.store.inserts import Rows
 __all__ = ["Counters", "Writer"]
 
 _SWEEP_EVERY_S = 30.0  # open-span expiry is checked this often
-_SIZED = frozenset((E.FEEDBACK, E.VALIDATION))  # events that carry their size (in characters) as a 5th item
+_SIZED = frozenset((events.FEEDBACK, events.VALIDATION))  # events that carry their size (in characters) as a 5th item
 _MB = 1 << 20
 
 

@@ -214,7 +214,8 @@ def cmd_purge(args) -> int:
 
     db = _database(args)
     try:
-        result = purge(db, older_than=args.older_than, dry_run=args.dry_run, batch_size=args.batch_size)
+        result = purge(db, older_than=args.older_than, dry_run=args.dry_run, batch_size=args.batch_size,
+                       labels=args.labels)
     finally:
         db.dispose()
     if args.json:
@@ -226,12 +227,24 @@ def cmd_purge(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    with _store(args) as store:
-        report = store.verify_audit()
+    from llmtrace.store import audit
+
+    db = _database(args)
+    try:
+        if args.action == "head":
+            print(audit.head(db))
+            return 0
+        report = audit.verify(db, anchor=args.anchor)
+    finally:
+        db.dispose()
     if args.json:
-        print(json.dumps({"ok": report.ok, "entries": report.entries, "rows": report.rows, "problems": report.problems}))
+        print(json.dumps({"ok": report.ok, "audit": report.enabled, "entries": report.entries, "rows": report.rows,
+                          "head": report.head, "problems": report.problems}))
+    elif not report.enabled:
+        print(report.first)  # ("audit is off for this store: ...")
     elif report.ok:
-        print(f"audit chain ok: {report.entries} entries cover {report.rows} rows")
+        anchored = f"; anchor {args.anchor.split(':')[0]} holds" if args.anchor else ""
+        print(f"audit chain ok: {report.entries} entries cover {report.rows} rows{anchored}")
     else:
         print(f"audit chain BROKEN: {report.first}")
         for line in report.problems[1:]:
@@ -358,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", help="also purge content older than this: 7d, 12h, 30m")
     p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     p.add_argument("--batch-size", type=int, default=1000, help="rows per transaction (default 1000)")
+    p.add_argument("--labels", action="store_true", help="with --older-than: also feedback corrections and comments "
+                                                          "(kept by default: they are the eval sets' references)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add("db", "migrate: create or upgrade the llmtrace tables now. harden (PostgreSQL): a metadata-only reader "
                   "role, append-only audit, purge-only deletes.", cmd_db)
@@ -365,7 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reader-role", default="llmtrace_reader", help="role that may read metadata (default llmtrace_reader)")
     p.add_argument("--print", action="store_true", help="print the SQL instead of running it")
     p = add("audit", "Check the tamper-evident audit chain (Tracer(audit=True)) against the tables.", cmd_audit)
-    p.add_argument("action", choices=["verify"], help="verify: report the first broken link, exit 1 if any")
+    p.add_argument("action", choices=["verify", "head"],
+                   help="verify: report the first problem, exit 1 if any (or if audit is off); head: print the "
+                        "chain's last link, to keep outside the database for verify --anchor")
+    p.add_argument("--anchor", help="verify: a line `llmtrace audit head` printed earlier; fails if the chain no "
+                                    "longer holds that link (a chain rebuilt from the end)")
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 

@@ -23,6 +23,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Column:
+    """One column of a table the CLI prints: its title, how to get its text from a row, its place."""
+
     title: str
     get: Callable[[dict[str, Any]], Any]
     left: bool = False

@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from llmtrace.base.classify import HINTS
 from llmtrace.base.cost import PriceBook, default_pricebook
 from llmtrace.base.errors import TraceNotFound
-from llmtrace.base.fields import system_prompt_of
+from llmtrace.base.fields import LATENCY_COLUMNS, TOKEN_COLUMNS, system_prompt_of
 from llmtrace.base.serialize import loads
+from llmtrace.read import record
 from llmtrace.read.text import render_text
-from llmtrace.store import schema as S
+from llmtrace.store import schema
 from llmtrace.store.content import resolve
 from llmtrace.store.engine import Database, utcnow
+
+if TYPE_CHECKING:
+    from llmtrace.read.replay import Reparse, Replay
 
 
 def iso(value: datetime | None) -> str | None:
@@ -42,6 +46,46 @@ class Trace:
     def trace_id(self) -> str:
         return self._doc["trace_id"]
 
+    # -- the typed view (the same values as to_dict(), as records) ------------------------------
+
+    @property
+    def name(self) -> str | None:
+        return self._doc.get("name")
+
+    @property
+    def status(self) -> str | None:
+        return self._doc.get("status")
+
+    @property
+    def started_at(self) -> str | None:
+        return self._doc.get("started_at")
+
+    @property
+    def latency_ms(self) -> float | None:
+        return self._doc.get("latency_ms")
+
+    @property
+    def llm_calls(self) -> list[record.LLMCall]:
+        """Every LLM call, in order: ``trace.llm_calls[0].tokens.input``."""
+        return [record.build(record.LLMCall, c) for c in self._doc["llm_calls"]]
+
+    @property
+    def spans(self) -> list[record.Span]:
+        return [record.build(record.Span, s) for s in self._doc["spans"]]
+
+    @property
+    def totals(self) -> record.Totals:
+        return record.build(record.Totals, self._doc["totals"])
+
+    @property
+    def validations(self) -> list[record.Validation]:
+        """Trace-level validations (each call's own are on the call)."""
+        return [record.build(record.Validation, v) for v in self._doc["validations"]]
+
+    @property
+    def feedback(self) -> list[record.Feedback]:
+        return [record.build(record.Feedback, f) for f in self._doc["feedback"]]
+
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._doc))  # a deep copy the caller may change
 
@@ -54,7 +98,7 @@ class Trace:
     def __str__(self) -> str:
         return self.render()
 
-    def replay(self, llm: Any, call: int | str = -1, tracer: Any = None):
+    def replay(self, llm: Any, call: int | str = -1, tracer: Any = None) -> Replay:
         """Re-run an LLM call (the last by default, or an index / span id) with its recorded input
         snapshot against ``llm`` (a LangChain chat model or a LlamaIndex LLM). Returns a ``Replay``
         with the recorded and new completions side by side; pass ``tracer`` to record the replay as
@@ -63,7 +107,7 @@ class Trace:
 
         return replay(self._doc, llm, call, tracer)
 
-    def reparse(self, parser: Any, call: int | str = -1):
+    def reparse(self, parser: Any, call: int | str = -1) -> Reparse:
         """Run ``parser`` (a LangChain parser, or any callable) over a call's recorded raw completion."""
         from llmtrace.read.replay import reparse
 
@@ -89,19 +133,19 @@ def _rows(conn: sa.Connection, table: sa.Table, trace_id: str, order: Any = None
 def load_trace(store: Database, trace_id: str, prices: PriceBook | None = None) -> Trace:
     store.ensure_schema()
     with store.engine.connect() as conn:
-        trace_row = conn.execute(sa.select(S.traces).where(S.traces.c.trace_id == trace_id)).first()
-        spans = _rows(conn, S.spans, trace_id, S.spans.c.started_at)
+        trace_row = conn.execute(sa.select(schema.traces).where(schema.traces.c.trace_id == trace_id)).first()
+        spans = _rows(conn, schema.spans, trace_id, schema.spans.c.started_at)
         if trace_row is None and not spans:
-            waiting = conn.execute(sa.select(sa.func.count()).select_from(S.feedback)
-                                   .where(S.feedback.c.trace_id == trace_id)).scalar()
+            waiting = conn.execute(sa.select(sa.func.count()).select_from(schema.feedback)
+                                   .where(schema.feedback.c.trace_id == trace_id)).scalar()
             raise TraceNotFound(trace_id, f"{waiting} feedback record(s) are waiting for it" if waiting else "")
-        llms = {r["span_id"]: r for r in _rows(conn, S.llm_calls, trace_id)}
-        tools = _rows(conn, S.tool_calls, trace_id, S.tool_calls.c.position)
-        chunk_rows = _rows(conn, S.chunks, trace_id, S.chunks.c.rank)
-        vals = _rows(conn, S.validations, trace_id, S.validations.c.at)
-        fbs = _rows(conn, S.feedback, trace_id, S.feedback.c.at)
+        llms = {r["span_id"]: r for r in _rows(conn, schema.llm_calls, trace_id)}
+        tools = _rows(conn, schema.tool_calls, trace_id, schema.tool_calls.c.position)
+        chunk_rows = _rows(conn, schema.chunks, trace_id, schema.chunks.c.rank)
+        vals = _rows(conn, schema.validations, trace_id, schema.validations.c.at)
+        fbs = _rows(conn, schema.feedback, trace_id, schema.feedback.c.at)
         contents: dict[str, tuple[dict, Any]] = {}
-        for r in _rows(conn, S.contents, trace_id, S.contents.c.created_at):
+        for r in _rows(conn, schema.contents, trace_id, schema.contents.c.created_at):
             for owner, fields in (loads(r["body"]) or {}).items():
                 contents[owner] = (fields, r["expires_at"])
     now = utcnow()
@@ -264,10 +308,8 @@ def _call_doc(s: dict, row: dict, content: _Content, parser: dict | None, retrie
         "system_prompt": body.get("system_prompt") or system_prompt_of(_list(body.get("input_messages"))),
         "input_messages": body.get("input_messages"),
         "tools_offered": body.get("tools_offered"), "retrieved": retrieved,
-        "tokens": {"input": row["input_tokens"], "output": row["output_tokens"], "total": row["total_tokens"],
-                   "input_cached": row["input_cached_tokens"],
-                   "input_cache_write": row["input_cache_write_tokens"], "reasoning": row["reasoning_tokens"]},
-        "latency_ms": {"total": row["latency_ms"], "ttft": ttft, "retrieval": row["retrieval_ms"],
+        "tokens": {key: row[column] for key, column in TOKEN_COLUMNS.items()},
+        "latency_ms": {**{key: row[column] for key, column in LATENCY_COLUMNS.items()},
                        "tools": row["tools_ms"] if row["tools_ms"] is not None else old_tools_ms,
                        "generation": (row["latency_ms"] - ttft) if ttft is not None else row["latency_ms"]},
         "streamed": row["streamed"], "cost_usd": row["cost_usd"],

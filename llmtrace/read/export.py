@@ -2,7 +2,10 @@
 
 Labels follow the user's action: accepted -> positive, edited -> corrected (the correction is the
 reference answer), retried / abandoned -> negative. Rows with the same input are written once.
-Only what the store holds is exported: content that capture or expiry kept out stays out.
+Only what the store holds is exported: content that capture or expiry kept out stays out. A
+correction is a label the user gave, kept on its own retention: a corrected call whose input has
+expired is still exported, with ``inputs`` null and the correction as its reference (except in the
+``openai`` format, whose lines are chat examples and need the messages).
 """
 
 from __future__ import annotations
@@ -17,19 +20,49 @@ import sqlalchemy as sa
 
 from llmtrace.base.errors import ConfigError
 from llmtrace.read.document import load_trace
-from llmtrace.store import schema as S
+from llmtrace.read.queries import time_bound
+from llmtrace.store import schema
 from llmtrace.store.engine import Database
 
 LABELS = {"accepted": "positive", "edited": "corrected", "retried": "negative", "abandoned": "negative"}
 FORMATS = ("jsonl", "openai", "dataset", "parquet")
+FILTERS = ("labels", "actions", "feature", "model", "prompt_version", "since", "until", "validation", "last_call_only")
 
 
-def eval_rows(store: Database, *, labels: tuple[str, ...] | None = None, actions: tuple[str, ...] | None = None,
-              feature: str | None = None,
-              model: str | None = None, prompt_version: str | None = None, since: datetime | None = None,
-              until: datetime | None = None, validation: str | None = None, last_call_only: bool = True,
-              prices: Any = None) -> list[dict[str, Any]]:
-    """The feedback-labelled rows, deduplicated by input, oldest action first."""
+def check_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    """The eval-set filters, named and shaped as ``eval_rows`` takes them; anything else is a ConfigError."""
+    unknown = sorted(set(filters) - set(FILTERS))
+    if unknown:
+        raise ConfigError(f"unknown eval-set filter(s) {unknown}; the filters are {', '.join(FILTERS)}")
+    out = dict(filters)
+    for name in ("labels", "actions"):
+        value = out.get(name)
+        if value is not None:
+            if isinstance(value, str):
+                value = (value,)
+            if not isinstance(value, (list, tuple, set, frozenset)) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{name} is a list of names, e.g. {name}=['corrected']; not {value!r}")
+            out[name] = tuple(value)
+    for name in ("feature", "model", "prompt_version"):
+        if out.get(name) is not None and not isinstance(out[name], str):
+            raise ConfigError(f"{name} is a name (a str), not {type(out[name]).__name__}")
+    for name in ("since", "until"):
+        if out.get(name) is not None:
+            out[name] = time_bound(out[name], name)
+    if not isinstance(out.get("last_call_only", True), bool):
+        raise ConfigError(f"last_call_only is True or False, not {out['last_call_only']!r}")
+    return out
+
+
+def eval_rows(store: Database, *, prices: Any = None, **filters: Any) -> list[dict[str, Any]]:
+    """The feedback-labelled rows, deduplicated by input, oldest action first (filters: ``FILTERS``)."""
+    return _eval_rows(store, prices, **check_filters(filters))
+
+
+def _eval_rows(store: Database, prices: Any, *, labels: tuple[str, ...] | None = None,
+               actions: tuple[str, ...] | None = None, feature: str | None = None, model: str | None = None,
+               prompt_version: str | None = None, since: datetime | None = None, until: datetime | None = None,
+               validation: str | None = None, last_call_only: bool = True) -> list[dict[str, Any]]:
     wanted = set(labels) if labels else {"positive", "negative", "corrected"}
     unknown = wanted - set(LABELS.values())
     if unknown:
@@ -39,7 +72,7 @@ def eval_rows(store: Database, *, labels: tuple[str, ...] | None = None, actions
     if validation not in (None, "passed", "failed"):
         raise ConfigError(f"validation is 'passed', 'failed' or None, not {validation!r}")
     store.ensure_schema()
-    t, f = S.traces, S.feedback
+    t, f = schema.traces, schema.feedback
     stmt = (sa.select(f.c.trace_id, f.c.action, f.c.at).join(t, t.c.trace_id == f.c.trace_id)
             .where(f.c.action.in_(list(LABELS))).order_by(f.c.at))
     for column, value in ((t.c.feature, feature), (t.c.prompt_version, prompt_version)):
@@ -73,19 +106,26 @@ def eval_rows(store: Database, *, labels: tuple[str, ...] | None = None, actions
     return out
 
 
-def export_eval_set(store: Database, path: str | Path, *, format: str = "jsonl", **filters: Any) -> int:
+def export_eval_set(store: Database, path: str | Path, *, format: str = "jsonl", prices: Any = None,
+                    **filters: Any) -> int:
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        raise ConfigError(f"path is the file to write, e.g. 'eval.jsonl'; not {path!r}")
     if format not in FORMATS:
         raise ConfigError(f"export format {format!r} is not available; use one of {FORMATS}")
-    rows = eval_rows(store, **filters)
+    rows = eval_rows(store, prices=prices, **filters)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     if format == "parquet":
         to_dataframe(rows).to_parquet(out, index=False)
         return len(rows)
+    written = 0
     with out.open("w", encoding="utf-8") as fh:
         for row in rows:
-            fh.write(json.dumps(_shape(row, format), ensure_ascii=False) + "\n")
-    return len(rows)
+            line = _shape(row, format)
+            if line is not None:
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+                written += 1
+    return written
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -118,9 +158,12 @@ _COLUMNS = ("trace_id", "span_id", "label", "input_hash", "inputs", "output", "p
             "feature", "model", "model_version", "prompt_version", "feedback")
 
 
-def _shape(row: dict[str, Any], format: str) -> dict[str, Any]:
-    """jsonl: the whole row; openai: a chat fine-tuning / eval line; dataset: inputs + expected_output."""
+def _shape(row: dict[str, Any], format: str) -> dict[str, Any] | None:
+    """jsonl: the whole row; openai: a chat fine-tuning / eval line (none without the input
+    messages); dataset: inputs + expected_output."""
     if format == "openai":
+        if row["inputs"] is None:
+            return None
         answer = row["reference"] if row["reference"] is not None else row["output"]
         messages = [{k: m[k] for k in ("role", "content", "tool_calls", "tool_call_id", "name") if m.get(k) is not None}
                     for m in row["inputs"]["messages"] if isinstance(m, dict)]
@@ -137,12 +180,18 @@ def _shape(row: dict[str, Any], format: str) -> dict[str, Any]:
 
 
 def _row(doc: dict[str, Any], call: dict[str, Any], label: str) -> dict[str, Any] | None:
-    if call["input_messages"] is None:  # content not captured or expired: nothing to learn from
-        return None
     correction = next((fb["correction"] for fb in reversed(doc["feedback"]) if fb["action"] == "edited"), None)
-    inputs = {"messages": call["input_messages"], "tools": call["tools_offered"], "retrieved": [
-        {"source_id": r["source_id"], "content": r["content"]} for r in call["retrieved"]]}
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+    inputs: dict[str, Any] | None
+    if call["input_messages"] is None:
+        # content not captured or expired: only a correction (a label, kept apart) still teaches something
+        if label != "corrected" or correction is None:
+            return None
+        inputs = None
+        digest = hashlib.sha256(f"no input:{doc['trace_id']}:{call['span_id']}".encode()).hexdigest()
+    else:
+        inputs = {"messages": call["input_messages"], "tools": call["tools_offered"], "retrieved": [
+            {"source_id": r["source_id"], "content": r["content"]} for r in call["retrieved"]]}
+        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
     return {
         "trace_id": doc["trace_id"], "span_id": call["span_id"], "label": label, "input_hash": digest,
         "inputs": inputs, "output": call["raw_completion"], "parsed": call["parsed"],

@@ -22,9 +22,7 @@ from llmtrace.store.engine import Database
 if TYPE_CHECKING:
     from llmtrace.read.document import Trace
     from llmtrace.read.find import TracePage
-
-_NO_USER = "0" * 64  # a user filter on a database that has never hashed a user id matches nothing
-
+    from llmtrace.store.audit import Report
 
 class Store:
     """A recorded llmtrace database, for reading.
@@ -201,7 +199,7 @@ class Store:
 
     # -- the database ---------------------------------------------------------------------------
 
-    def verify_audit(self):
+    def verify_audit(self) -> Report:
         """Walk the audit chain and compare it with the tables; ``.ok``, ``.first``, ``.problems``."""
         from llmtrace.store.audit import verify
 
@@ -220,7 +218,11 @@ class Store:
                 filters["user_hash"] = str(user)
             else:
                 key = self._hash_key()
-                filters["user_hash"] = hash_user_id(user, key) if key else _NO_USER
+                if not key:  # (db harden's reader role cannot see the key; or no user id was ever recorded)
+                    raise ConfigError("cannot hash this user id here: the database's user-id hash key is not "
+                                      "readable (or no user id was recorded yet); pass the stored hash (u_...) "
+                                      "or set LLMTRACE_HASH_KEY")
+                filters["user_hash"] = hash_user_id(user, key)
         return filters
 
 
@@ -255,12 +257,12 @@ def _times(filters: dict[str, Any]) -> dict[str, Any]:
 def _can_read_content(db: Database) -> bool:
     import sqlalchemy as sa
 
-    from llmtrace.store import schema as S
+    from llmtrace.store import schema
 
     db.ensure_schema()
     try:
         with db.engine.connect() as conn:
-            conn.execute(sa.select(S.contents.c.id).limit(1)).all()
+            conn.execute(sa.select(schema.contents.c.id).limit(1)).all()
     except sa.exc.DBAPIError as exc:
         text = str(exc.orig if exc.orig is not None else exc).lower()
         if "denied" in text or "privilege" in text:
@@ -276,28 +278,28 @@ def _load_without_content(db: Database, trace_id: str, prices: PriceBook) -> Tra
     import sqlalchemy as sa
 
     from llmtrace.base.errors import TraceNotFound
-    from llmtrace.read import document as D
-    from llmtrace.store import schema as S
+    from llmtrace.read import document
+    from llmtrace.store import schema
 
     db.ensure_schema()
     with db.engine.connect() as conn:
-        trace_row = conn.execute(sa.select(S.traces).where(S.traces.c.trace_id == trace_id)).first()
-        spans = D._rows(conn, S.spans, trace_id, S.spans.c.started_at)
+        trace_row = conn.execute(sa.select(schema.traces).where(schema.traces.c.trace_id == trace_id)).first()
+        spans = document._rows(conn, schema.spans, trace_id, schema.spans.c.started_at)
         if trace_row is None and not spans:
             raise TraceNotFound(trace_id)
-        llms = {r["span_id"]: r for r in D._rows(conn, S.llm_calls, trace_id)}
-        tools = D._rows(conn, S.tool_calls, trace_id, S.tool_calls.c.position)
-        chunk_rows = D._rows(conn, S.chunks, trace_id, S.chunks.c.rank)
-        vals = D._rows(conn, S.validations, trace_id, S.validations.c.at)
-        fbs = D._rows(conn, S.feedback, trace_id, S.feedback.c.at)
-    doc = D._assemble(trace_id, dict(trace_row._mapping) if trace_row else None, spans, llms, tools, chunk_rows, vals,
+        llms = {r["span_id"]: r for r in document._rows(conn, schema.llm_calls, trace_id)}
+        tools = document._rows(conn, schema.tool_calls, trace_id, schema.tool_calls.c.position)
+        chunk_rows = document._rows(conn, schema.chunks, trace_id, schema.chunks.c.rank)
+        vals = document._rows(conn, schema.validations, trace_id, schema.validations.c.at)
+        fbs = document._rows(conn, schema.feedback, trace_id, schema.feedback.c.at)
+    doc = document._assemble(trace_id, dict(trace_row._mapping) if trace_row else None, spans, llms, tools, chunk_rows, vals,
                       fbs, {})
-    D._add_costs(doc, prices)
+    document._add_costs(doc, prices)
     for call in doc["llm_calls"]:
         if call["content_missing"] != "not_captured":
             call["content_missing"] = "not_readable"
     doc["content_readable"] = False
-    return D.Trace(doc)
+    return document.Trace(doc)
 
 
 def turn_of(doc: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from llmtrace.base.errors import ConfigError
 from llmtrace.base.fields import ACTIONS, FEEDBACK_ACTIONS, STATUSES
 from llmtrace.base.serialize import loads
 from llmtrace.read.document import _sum, iso
-from llmtrace.store import schema as S
+from llmtrace.store import schema
 from llmtrace.store.engine import Database, utcnow
 
 ORDERS = ("newest", "oldest")
@@ -105,7 +105,7 @@ def _check_action(store: Database | None, action: Any) -> str:
 def _recorded(store: Database, action: str) -> bool:
     store.ensure_schema()
     with store.engine.connect() as conn:
-        return conn.execute(sa.select(S.feedback.c.trace_id).where(S.feedback.c.action == action).limit(1)).first() \
+        return conn.execute(sa.select(schema.feedback.c.trace_id).where(schema.feedback.c.action == action).limit(1)).first() \
             is not None
 
 
@@ -129,7 +129,7 @@ def decode_cursor(cursor: Any) -> tuple[datetime, str]:
 
 
 def _where(since: datetime | None, until: datetime | None, f: dict[str, Any]) -> list[Any]:
-    t, c = S.traces, S.llm_calls
+    t, c = schema.traces, schema.llm_calls
     where: list[Any] = []
     for name in ("feature", "team", "prompt_version", "user_hash", "environment", "session_id", "name"):
         if name in f:
@@ -146,19 +146,19 @@ def _where(since: datetime | None, until: datetime | None, f: dict[str, Any]) ->
     if "model" in f:
         where.append(_exists(c, sa.or_(c.c.model == f["model"], c.c.model_version == f["model"])))
     if "error_type" in f:
-        where.append(_exists(S.spans, S.spans.c.error_type == f["error_type"]))
+        where.append(_exists(schema.spans, schema.spans.c.error_type == f["error_type"]))
     if f.get("validation_failed"):
-        where.append(_exists(S.validations, S.validations.c.passed == sa.false()))
+        where.append(_exists(schema.validations, schema.validations.c.passed == sa.false()))
     if "chunk_source" in f:
         # the traces that used a chunk, from the (source_id, trace_id) index: a rarely used chunk
         # would otherwise cost one lookup per trace walked from the newest
-        used = sa.select(S.chunks.c.trace_id).where(S.chunks.c.source_id == f["chunk_source"])
+        used = sa.select(schema.chunks.c.trace_id).where(schema.chunks.c.source_id == f["chunk_source"])
         where.append(t.c.trace_id.in_(used.scalar_subquery()))
     action = f.get("action")
     if action in ACTIONS:
         where.append(_last_action_is(action))
     elif action is not None:  # rated, or a custom action: any feedback saying it
-        where.append(_exists(S.feedback, S.feedback.c.action == action))
+        where.append(_exists(schema.feedback, schema.feedback.c.action == action))
     if "text" in f:
         where.append(_content_like(f["text"]))
     return where
@@ -168,7 +168,7 @@ def _after(cursor: tuple[datetime, str], order: str) -> Any:
     """Rows past the cursor in the list's order (newest: started_at desc, trace_id asc); written as
     a range on started_at so that the database walks its index from the cursor on."""
     started, trace_id = cursor
-    t = S.traces
+    t = schema.traces
     if order == "newest":
         return sa.and_(t.c.started_at <= started, sa.not_(sa.and_(t.c.started_at == started, t.c.trace_id <= trace_id)))
     return sa.and_(t.c.started_at >= started, sa.not_(sa.and_(t.c.started_at == started, t.c.trace_id <= trace_id)))
@@ -190,7 +190,7 @@ def list_traces(store: Database, prices: PriceBook, *, limit: int = 50, cursor: 
     f = check_filters(store, filters)
     after = decode_cursor(cursor) if cursor is not None else None
     store.ensure_schema()
-    t = S.traces
+    t = schema.traces
     where = _where(since, until, f)
     direction = t.c.started_at.desc() if order == "newest" else t.c.started_at.asc()
     base = sa.select(t).order_by(direction, t.c.trace_id)
@@ -228,7 +228,7 @@ def list_traces(store: Database, prices: PriceBook, *, limit: int = 50, cursor: 
 def _count(conn: sa.Connection, where: list[Any], cap: int, exact: bool) -> tuple[int, bool]:
     """How many traces match: all of them for a time range alone (counted on its index), else up
     to ``cap`` (an attribute without an index, or a lookup per trace, would read every trace)."""
-    t = S.traces
+    t = schema.traces
     if exact:
         return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar() or 0), False
     inner = sa.select(sa.literal(1)).select_from(t).where(*where).limit(cap + 1).subquery()
@@ -237,13 +237,13 @@ def _count(conn: sa.Connection, where: list[Any], cap: int, exact: bool) -> tupl
 
 
 def _exists(table: sa.Table, condition: Any) -> Any:
-    return sa.exists().where(table.c.trace_id == S.traces.c.trace_id, condition)
+    return sa.exists().where(table.c.trace_id == schema.traces.c.trace_id, condition)
 
 
 def _last_action_is(action: str) -> Any:
-    f, later = S.feedback, S.feedback.alias("later")
+    f, later = schema.feedback, schema.feedback.alias("later")
     newer = sa.exists().where(later.c.trace_id == f.c.trace_id, later.c.action.in_(ACTIONS), later.c.at > f.c.at)
-    return sa.exists().where(f.c.trace_id == S.traces.c.trace_id, f.c.action == action, ~newer)
+    return sa.exists().where(f.c.trace_id == schema.traces.c.trace_id, f.c.action == action, ~newer)
 
 
 def _encoded(text: str) -> str:
@@ -251,15 +251,15 @@ def _encoded(text: str) -> str:
 
 
 def _content_like(text: str) -> Any:
-    body = S.contents.c.body
+    body = schema.contents.c.body
     pattern = "%" + _encoded(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    live = sa.or_(S.contents.c.expires_at.is_(None), S.contents.c.expires_at > utcnow())
-    return _exists(S.contents, sa.and_(body.ilike(pattern, escape="\\"), live))
+    live = sa.or_(schema.contents.c.expires_at.is_(None), schema.contents.c.expires_at > utcnow())
+    return _exists(schema.contents, sa.and_(body.ilike(pattern, escape="\\"), live))
 
 
 def _content_has(conn: sa.Connection, trace_id: str, text: str) -> bool:
     needle = text.casefold()
-    cs = S.contents
+    cs = schema.contents
     now = utcnow()
     for body, expires_at in conn.execute(sa.select(cs.c.body, cs.c.expires_at).where(cs.c.trace_id == trace_id)):
         if expires_at is not None and expires_at <= now:
@@ -283,7 +283,7 @@ def _strings(value: Any):
 def _describe(conn: sa.Connection, traces: Sequence[sa.Row], prices: PriceBook) -> list[dict[str, Any]]:
     """One summary per trace: its calls, tokens, models, cost, error types (any span's), the user's
     last action and every feedback action recorded, oldest first."""
-    c, f = S.llm_calls, S.feedback
+    c, f = schema.llm_calls, schema.feedback
     ids = [r.trace_id for r in traces]
     if not ids:
         return []
@@ -300,7 +300,7 @@ def _describe(conn: sa.Connection, traces: Sequence[sa.Row], prices: PriceBook) 
         if action in ACTIONS:
             actions[tid] = action
     errors: dict[str, set] = {}
-    sp = S.spans
+    sp = schema.spans
     for tid, kind in conn.execute(sa.select(sp.c.trace_id, sp.c.error_type).where(
             sp.c.trace_id.in_(ids), sp.c.error_type.is_not(None))):
         errors.setdefault(tid, set()).add(kind)
@@ -329,7 +329,7 @@ def recent_values(store: Database, names: Sequence[str] = ("feature", "prompt_ve
     """The values each trace attribute took in the newest ``window`` traces (filter suggestions):
     reading them from every trace would scan the whole table."""
     store.ensure_schema()
-    t = S.traces
+    t = schema.traces
     recent = sa.select(*(t.c[n] for n in names)).order_by(t.c.started_at.desc()).limit(window).subquery()
     seen: dict[str, set[str]] = {n: set() for n in names}
     with store.engine.connect() as conn:
@@ -344,7 +344,7 @@ def recent_values(store: Database, names: Sequence[str] = ("feature", "prompt_ve
 
 
 def _recent_models(conn: sa.Connection, window: int) -> list[str]:
-    c = S.llm_calls
+    c = schema.llm_calls
     recent = sa.select(c.c.model, c.c.model_version).order_by(c.c.started_at.desc()).limit(window).subquery()
     names: set[str] = set()
     for model, version in conn.execute(sa.select(recent)):

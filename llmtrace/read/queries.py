@@ -11,11 +11,11 @@ import sqlalchemy as sa
 
 from llmtrace.base.errors import ConfigError
 from llmtrace.base.fields import ACTIONS
-from llmtrace.store import schema as S
+from llmtrace.store import schema
 from llmtrace.store.engine import utcnow
 from llmtrace.store.retention import parse_age
 
-_CALLS, _TRACES = S.llm_calls, S.traces
+_CALLS, _TRACES = schema.llm_calls, schema.traces
 
 
 class CallRow(NamedTuple):
@@ -145,7 +145,7 @@ def _chunks(items: list, n: int) -> Iterator[list]:
 
 def last_actions(conn: sa.Connection, since: datetime | None) -> dict[str, str]:
     """trace id -> the user's last action (accepted/edited/retried/abandoned) recorded since ``since``."""
-    f = S.feedback
+    f = schema.feedback
     stmt = sa.select(f.c.trace_id, f.c.action).where(f.c.action.in_(ACTIONS)).order_by(f.c.at)
     if since is not None:
         stmt = stmt.where(f.c.at >= since)  # feedback always follows the call it is about
@@ -155,7 +155,7 @@ def last_actions(conn: sa.Connection, since: datetime | None) -> dict[str, str]:
 def failed_validations(conn: sa.Connection, since: datetime | None) -> tuple[set[str], set[str], set[str]]:
     """(LLM span ids whose parse failed, span ids with another failed check, trace ids with a
     trace-level failed check) among validations recorded since ``since``."""
-    v = S.validations
+    v = schema.validations
     stmt = sa.select(v.c.trace_id, v.c.span_id, v.c.rule, v.c.source).where(v.c.passed == sa.false())
     if since is not None:
         stmt = stmt.where(v.c.at >= since)

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmtrace.base.classify import describe
+from llmtrace.base.detect import PLACEHOLDER_NAMES
 from llmtrace.base.errors import LLMTraceError
 
-_PLACEHOLDER = re.compile(r"\[(EMAIL|PHONE|CARD|SSN|IBAN|IP|API_KEY|BEARER_TOKEN|JWT|PRIVATE_KEY|PASSWORD|SECRET|"
-                          r"PROCESSOR_FAILED|REDACTED|PERSON|LOCATION)(?::[0-9a-f]{10})?\]")
+# What redaction writes (the redactor's detectors, its markers, Presidio's entity types), keyed or not
+_PLACEHOLDER = re.compile(r"\[(" + "|".join(map(re.escape, PLACEHOLDER_NAMES)) + r")(?::[0-9a-f]{10})?\]")
 _GEN_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop", "response_format",
                "frequency_penalty", "presence_penalty", "tool_choice")
 
@@ -40,6 +41,9 @@ class ReplayResult:
 
 @dataclass
 class Replay:
+    """A replayed call: the recorded and the new completion side by side, the tool calls the new
+    answer asked for, the model's error if it failed, and what to know about the run (``warnings``)."""
+
     recorded: Any
     new: Any
     same: bool
@@ -58,6 +62,9 @@ class Replay:
 
 @dataclass
 class Reparse:
+    """A parser run again over a recorded raw completion, beside what was recorded (``fixed``: the
+    recorded parse failed and this one did not)."""
+
     raw: Any
     parsed: Any
     error: str | None

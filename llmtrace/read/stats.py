@@ -29,7 +29,7 @@ from llmtrace.base.errors import ConfigError
 from llmtrace.base.fields import ACTIONS
 from llmtrace.base.stats import percentile
 from llmtrace.read.queries import CallRow, failed_validations, iter_calls, last_actions, parse_time
-from llmtrace.store import schema as S
+from llmtrace.store import schema
 from llmtrace.store.engine import Database
 
 DIMENSIONS = ("model", "version", "provider", "feature", "team", "user", "prompt-version", "environment",
@@ -252,7 +252,7 @@ def _turns(conn: sa.Connection, since: datetime | None) -> dict[str, int]:
     """trace id -> its turn in its session (1 = the session's first trace), over the session's whole
     history, for the sessions active since ``since``: input tokens by turn show prompts growing with
     the conversation."""
-    t = S.traces
+    t = schema.traces
     active = sa.select(t.c.session_id).where(t.c.session_id.is_not(None))
     if since is not None:
         active = active.where(t.c.started_at >= since)

@@ -21,6 +21,8 @@ QUIET_S = 30.0  # a log that stopped growing is checkpointed after this long any
 
 
 class Checkpointer:
+    """The SQLite WAL checkpoint thread of one writer (see the module's docstring)."""
+
     def __init__(self, store: Database, on_problem: Callable[[str, Exception], None]) -> None:
         self.store = store
         self.on_problem = on_problem

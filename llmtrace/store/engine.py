@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from llmtrace.base.errors import ConfigError, StoreError
-from llmtrace.store import schema as S
+from llmtrace.store import schema
 
 
 def utcnow() -> datetime:
@@ -165,23 +165,23 @@ def transient(exc: BaseException) -> str:
 
 
 def _migration_1(conn: sa.Connection) -> None:
-    S.METADATA.create_all(conn, checkfirst=True)
+    schema.METADATA.create_all(conn, checkfirst=True)
 
 
 def _migration_2(conn: sa.Connection) -> None:
     """Retention: traces remember when their content was purged; purge finds rows by expiry."""
     inspector = sa.inspect(conn)
     if "content_purged_at" not in {c["name"] for c in inspector.get_columns("llmtrace_traces")}:
-        col_type = S.traces.c.content_purged_at.type.compile(dialect=conn.dialect)
+        col_type = schema.traces.c.content_purged_at.type.compile(dialect=conn.dialect)
         conn.execute(sa.text(f"ALTER TABLE llmtrace_traces ADD COLUMN content_purged_at {col_type}"))
-    _create_index(conn, S.contents, "ix_llmtrace_contents_expires_at")
+    _create_index(conn, schema.contents, "ix_llmtrace_contents_expires_at")
 
 
 def _migration_3(conn: sa.Connection) -> None:
     """The audit chain's table; on MySQL/MariaDB, DOUBLE instead of single-precision FLOAT."""
-    S.audit.create(conn, checkfirst=True)
+    schema.audit.create(conn, checkfirst=True)
     if conn.dialect.name in ("mysql", "mariadb"):
-        for table in S.METADATA.sorted_tables:
+        for table in schema.METADATA.sorted_tables:
             for col in table.columns:
                 if isinstance(col.type, sa.Float) and table.name != "llmtrace_audit":
                     conn.execute(sa.text(f"ALTER TABLE {table.name} MODIFY {col.name} DOUBLE NULL"))
@@ -189,18 +189,29 @@ def _migration_3(conn: sa.Connection) -> None:
 
 def _migration_4(conn: sa.Connection) -> None:
     """Stats and alerts read LLM calls by time: an index on their start."""
-    _create_index(conn, S.llm_calls, "ix_llmtrace_llm_calls_started_at")
+    _create_index(conn, schema.llm_calls, "ix_llmtrace_llm_calls_started_at")
 
 
 def _migration_5(conn: sa.Connection) -> None:
     """Cache-write tokens (Anthropic's cache_creation_input_tokens), billed apart from reads."""
-    _add_column(conn, S.llm_calls, "input_cache_write_tokens")
+    _add_column(conn, schema.llm_calls, "input_cache_write_tokens")
 
 
 def _migration_6(conn: sa.Connection) -> None:
     """Links decided when written: where an error started, which retrievers fed a call."""
-    _add_column(conn, S.spans, "error_from")
-    _add_column(conn, S.llm_calls, "retrieved_from")
+    _add_column(conn, schema.spans, "error_from")
+    _add_column(conn, schema.llm_calls, "retrieved_from")
+
+
+def _migration_7(conn: sa.Connection) -> None:
+    """Labels a user gave (feedback corrections and comments) are content rows of their own kind."""
+    _add_column(conn, schema.contents, "kind")
+
+
+def _migration_8(conn: sa.Connection) -> None:
+    """A session's and a user's traces are read by those ids, newest first: indexes on them."""
+    _create_index(conn, schema.traces, "ix_llmtrace_traces_session")
+    _create_index(conn, schema.traces, "ix_llmtrace_traces_user")
 
 
 def _add_column(conn: sa.Connection, table: sa.Table, name: str) -> None:
@@ -224,8 +235,10 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (4, "index llm calls by time", _migration_4),
     (5, "cache-write tokens", _migration_5),
     (6, "links decided when written", _migration_6),
+    (7, "labels apart from content", _migration_7),
+    (8, "index traces by session and user", _migration_8),
 ]
-assert MIGRATIONS[-1][0] == S.SCHEMA_VERSION
+assert MIGRATIONS[-1][0] == schema.SCHEMA_VERSION
 
 
 class Database:
@@ -271,31 +284,31 @@ class Database:
     def _check_readable(self) -> None:
         try:
             with self.engine.connect() as conn:
-                if not sa.inspect(conn).has_table(S.migrations.name):
+                if not sa.inspect(conn).has_table(schema.migrations.name):
                     raise StoreError(f"{self.display_url} has no llmtrace tables: nothing has been recorded there "
                                      "(check --db / LLMTRACE_DATABASE_URL)")
-                version = conn.execute(sa.select(sa.func.max(S.migrations.c.version))).scalar() or 0
+                version = conn.execute(sa.select(sa.func.max(schema.migrations.c.version))).scalar() or 0
         except StoreError:
             raise
         except Exception as exc:
             raise StoreError(f"cannot read {self.display_url}: {type(exc).__name__}: {_first_line(exc)}") from exc
         self._refuse_newer(version)
-        if version < S.SCHEMA_VERSION:  # (the reader selects today's columns; it never changes a database)
+        if version < schema.SCHEMA_VERSION:  # (the reader selects today's columns; it never changes a database)
             raise StoreError(f"{self.display_url} has llmtrace schema version {version}, older than this llmtrace "
-                             f"({S.SCHEMA_VERSION}): upgrade it with `llmtrace db migrate --db URL` (or open it once "
+                             f"({schema.SCHEMA_VERSION}): upgrade it with `llmtrace db migrate --db URL` (or open it once "
                              "with a Tracer), then read it")
 
     def _refuse_newer(self, version: int) -> None:
-        if version > S.SCHEMA_VERSION:
+        if version > schema.SCHEMA_VERSION:
             raise StoreError(f"{self.display_url} has llmtrace schema version {version}, newer than this llmtrace "
-                             f"({S.SCHEMA_VERSION}): upgrade llmtrace (pip install -U llmtrace-core) to use it"
+                             f"({schema.SCHEMA_VERSION}): upgrade llmtrace (pip install -U llmtrace-core) to use it"
                              + ("; nothing was written to it" if self.create else ""))
 
     def _applied(self, conn: sa.Connection) -> set[int] | None:
         """The migrations recorded in the database; None when it has no migrations table yet."""
-        if not sa.inspect(conn).has_table(S.migrations.name):
+        if not sa.inspect(conn).has_table(schema.migrations.name):
             return None
-        return set(conn.execute(sa.select(S.migrations.c.version)).scalars())
+        return set(conn.execute(sa.select(schema.migrations.c.version)).scalars())
 
     def _migrate(self, timeout: float) -> None:
         """Apply the migrations this database lacks, under a lock, so that processes opening a fresh
@@ -308,14 +321,14 @@ class Database:
             if all(version in done for version, _, _ in MIGRATIONS):
                 return
         with self.engine.connect() as conn, self._migration_lock(conn, timeout):
-            S.migrations.create(conn, checkfirst=True)
+            schema.migrations.create(conn, checkfirst=True)
             done = self._applied(conn) or set()  # (again: another process may have done it meanwhile)
             self._refuse_newer(max(done, default=0))
             for version, name, step in MIGRATIONS:
                 if version in done:
                     continue
                 step(conn)
-                conn.execute(S.migrations.insert(), {"version": version, "name": name, "applied_at": utcnow()})
+                conn.execute(schema.migrations.insert(), {"version": version, "name": name, "applied_at": utcnow()})
                 if self.dialect in ("mysql", "mariadb"):
                     conn.commit()  # (DDL commits by itself there: each step is recorded as soon as it is done)
 
@@ -379,27 +392,27 @@ class Database:
     def schema_version(self) -> int:
         self.ensure_schema()
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.max(S.migrations.c.version))).scalar() or 0
+            return conn.execute(sa.select(sa.func.max(schema.migrations.c.version))).scalar() or 0
 
     def meta_get(self, key: str) -> str | None:
         """A per-database value, or None when no process has made it yet (never creates it)."""
         self.ensure_schema()
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == key)).scalar()
+            return conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == key)).scalar()
 
     def meta_value(self, key: str, make: Callable[[], str]) -> str:
         """A per-database value (e.g. the user-id hash key), created once, shared by all processes."""
         self.ensure_schema()
         with self.engine.begin() as conn:
-            found = conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == key)).scalar()
+            found = conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == key)).scalar()
             if found is not None:
                 return found
             try:
                 with conn.begin_nested():
-                    conn.execute(S.meta.insert(), {"key": key, "value": make()})
+                    conn.execute(schema.meta.insert(), {"key": key, "value": make()})
             except IntegrityError:
                 pass
-            value = conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == key)).scalar()
+            value = conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == key)).scalar()
             if not isinstance(value, str):
                 raise StoreError(f"the {key} row of llmtrace_meta in {self.display_url} is empty")
             return value

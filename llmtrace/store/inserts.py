@@ -24,13 +24,12 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from llmtrace.store import audit as A
-from llmtrace.store import schema as S
+from llmtrace.store import audit, schema
 
 INSERT_ORDER = ("contents", "spans", "llm_calls", "tool_calls", "chunks", "validations", "feedback")
-TABLES = {"contents": S.contents, "spans": S.spans, "llm_calls": S.llm_calls, "tool_calls": S.tool_calls,
-          "chunks": S.chunks, "validations": S.validations, "feedback": S.feedback}
-_TOOL_UPDATE = (S.tool_calls.update().where(S.tool_calls.c.id == sa.bindparam("b_id"))
+TABLES = {"contents": schema.contents, "spans": schema.spans, "llm_calls": schema.llm_calls, "tool_calls": schema.tool_calls,
+          "chunks": schema.chunks, "validations": schema.validations, "feedback": schema.feedback}
+_TOOL_UPDATE = (schema.tool_calls.update().where(schema.tool_calls.c.id == sa.bindparam("b_id"))
                 .values(tool_span_id=sa.bindparam("tool_span_id"), status=sa.bindparam("status"),
                         latency_ms=sa.bindparam("latency_ms")))
 
@@ -282,16 +281,16 @@ def _audit_batch(conn: sa.Connection, rows: Rows, traces: list[dict]) -> None:
     entries = [list(e) for e in rows.content_digests]
     for name in INSERT_ORDER[1:]:
         table = TABLES[name].name
-        entries.extend([table, A.row_key(table, r), A.row_digest(table, r)] for r in getattr(rows, name))
+        entries.extend([table, audit.row_key(table, r), audit.row_digest(table, r)] for r in getattr(rows, name))
     if rows.tool_updates:
-        t = S.tool_calls
+        t = schema.tool_calls
         ids = [u["b_id"] for u in rows.tool_updates]
         for r in conn.execute(sa.select(t).where(t.c.id.in_(ids))):
             row = dict(r._mapping)
-            entries.append([t.name, A.row_key(t.name, row), A.row_digest(t.name, row)])
+            entries.append([t.name, audit.row_key(t.name, row), audit.row_digest(t.name, row)])
     for row in traces:
-        entries.append([S.traces.name, A.row_key(S.traces.name, row), A.row_digest(S.traces.name, row)])
-    A.append(conn, "rows", entries)
+        entries.append([schema.traces.name, audit.row_key(schema.traces.name, row), audit.row_digest(schema.traces.name, row)])
+    audit.append(conn, "rows", entries)
 
 
 def _upsert_traces(conn: sa.Connection, new_rows: list[dict], as_json: bool = False) -> list[dict]:
@@ -301,7 +300,7 @@ def _upsert_traces(conn: sa.Connection, new_rows: list[dict], as_json: bool = Fa
     for row in new_rows:
         (fresh if row.pop("_fresh", False) else rest).append(row)
     if fresh:  # ids llmtrace generated and ended once: no row can exist yet
-        _insert(conn, S.traces, fresh, as_json)
+        _insert(conn, schema.traces, fresh, as_json)
     if not rest:
         return fresh
     merged: dict[str, dict] = {}
@@ -310,7 +309,7 @@ def _upsert_traces(conn: sa.Connection, new_rows: list[dict], as_json: bool = Fa
             if type(row.get(col)) is int:
                 row[col] = to_datetime(row[col])
         merged[row["trace_id"]] = _merge_trace(merged.get(row["trace_id"]), row)
-    t = S.traces
+    t = schema.traces
     existing = {r.trace_id: dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.trace_id.in_(list(merged))))}
     inserts = [row for tid, row in merged.items() if tid not in existing]
     updates = [_merge_trace(existing[tid], row) for tid, row in merged.items() if tid in existing]
@@ -425,7 +424,7 @@ def make_storable(rows: Rows, nul: bool = False) -> int:
 # -- a batch as JSON (the spill file) ---------------------------------------------------------
 
 _TIME_COLUMNS = {name: frozenset(c.name for c in table.columns if isinstance(c.type, sa.DateTime))
-                 for name, table in {**TABLES, "traces": S.traces}.items()}
+                 for name, table in {**TABLES, "traces": schema.traces}.items()}
 
 
 def _to_ns(value: Any) -> Any:

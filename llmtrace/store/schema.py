@@ -14,7 +14,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 
 _Time = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
@@ -37,6 +37,9 @@ class _Base(SQLModel, registry=registry()):
 
 class TraceRow(_Base, table=True):
     __tablename__ = "llmtrace_traces"
+    # a session's or a user's traces, newest first, without walking every trace (v8)
+    __table_args__ = (Index("ix_llmtrace_traces_session", "session_id", "started_at"),
+                      Index("ix_llmtrace_traces_user", "user_hash", "started_at"))
     trace_id: str = _id(128, primary_key=True)
     name: str | None = _col(String(256))
     started_at: datetime | None = _col(_Time, index=True)
@@ -156,7 +159,8 @@ class FeedbackRow(_Base, table=True):
 class ContentRow(_Base, table=True):
     """Content of one trace written in one batch: {owner id: {field: value}} as one JSON document.
 
-    Owners are span ids, ``val:<id>`` for validations and ``fb:<id>`` for feedback.
+    Owners are span ids, ``val:<id>`` for validations and ``fb:<id>`` for feedback. Feedback content
+    (the labels a user gave) is a row of its own, ``kind`` "labels", on its own retention (v7).
     """
 
     __tablename__ = "llmtrace_contents"
@@ -167,6 +171,7 @@ class ContentRow(_Base, table=True):
     size: int | None = _col(Integer)
     created_at: datetime | None = _col(_Time)
     expires_at: datetime | None = _col(_Time, index=True)  # purge deletes by it (v2)
+    kind: str | None = _col(String(16))  # None: content; "labels": feedback corrections and comments (v7)
 
 
 class MigrationRow(_Base, table=True):

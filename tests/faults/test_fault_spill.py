@@ -116,16 +116,17 @@ def test_a_spilled_batch_that_was_written_already_is_not_written_twice(sqlite_ur
 
 
 def test_a_row_the_database_refuses_alone_is_quarantined_and_its_batch_written(db_url):
-    """A trace id of 100 lone surrogates is made storable (each escaped as \\udXXX: 600 characters),
-    which a 128-character column of PostgreSQL or MariaDB refuses: that trace's rows are set aside,
-    counted with why and said; the other traces of the batch are written whole. (SQLite has no
-    length limit: it stores them.)"""
+    """A session id of lone surrogates is made storable (each escaped as \\udXXX: 6 characters a
+    surrogate), which the 128-character column of PostgreSQL or MariaDB refuses: that trace's row is
+    set aside, counted with why and said; the other rows of the batch are written whole. (SQLite has
+    no length limit: it stores it. A trace id of surrogates is refused by tracer.trace() itself.)"""
     tracer = llmtrace.Tracer(db_url, flush_interval_seconds=60)  # one batch, written by the flush
     record = _recorder(tracer)
     run = uuid.uuid4().hex[:8]
     good = [f"good-{run}-{i}" for i in range(3)]
     record(good[0])
-    with tracer.trace(name="bad id", trace_id="\ud800" * 100 + run):
+    bad = f"bad-{run}"
+    with tracer.trace(name="bad session", trace_id=bad, session_id="\ud800" * 100 + run):
         pass
     record(good[1])
     tracer.record_feedback(good[1], "accepted")
@@ -141,12 +142,13 @@ def test_a_row_the_database_refuses_alone_is_quarantined_and_its_batch_written(d
         assert flushed is True and h["quarantined"] == 0
         return
     assert flushed is False  # something was lost: the flush says so
-    assert h["quarantined"] == h["failed"] == 3  # the trace's row, its span and its content row: nothing else
+    assert h["quarantined"] == h["failed"] == 1  # the trace's row: its span is written, nothing else is lost
+    assert count_by_trace(db_url, "llmtrace_spans", bad) == {bad: 1}
     assert all(("DataError" in why) for why in h["quarantine_reasons"]), h["quarantine_reasons"]
     [kept] = Path("llmtrace-spill").glob("*/quarantine.jsonl")
     lines = [json.loads(line) for line in kept.read_text().splitlines()]
-    assert sorted(x["table"] for x in lines) == ["contents", "spans", "traces"]
-    assert all(x["row"]["trace_id"].endswith(run) and x["why"].startswith("DataError") for x in lines)
+    assert [x["table"] for x in lines] == ["traces"]
+    assert all(x["row"]["trace_id"] == bad and x["why"].startswith("DataError") for x in lines)
 
 
 class _nothing:

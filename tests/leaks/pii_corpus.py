@@ -84,6 +84,11 @@ TEMPLATES: tuple[tuple[str, str, str], ...] = (
     ("ja_corner_quotes", "ja", "「{v}」に連絡してください。"),
     ("ja_fullwidth_parens", "ja", "{n}（{v}）を確認しました。"),
     ("ja_comma", "ja", "新しい{n}は{v}、古いのは不明。"),
+    # shapes added after the first fixes: markup, typographic spaces and dashes, no space at all
+    ("html_cell", "en", "<tr><td>{n}</td><td>{v}</td></tr>"),
+    ("narrow_nbsp_fr", "fr", "Votre {n}\u202f: {v}\u202f?"),
+    ("em_dash_es", "es", "Tu {n} — {v} — quedó guardado."),
+    ("ja_glued", "ja", "{n}{v}までご連絡ください"),
 )
 PUNCTUATION = ".,;:!?"
 # Two values side by side (the second right after the first), with the separators people use.
@@ -148,6 +153,10 @@ def _d(rng: random.Random, n: int, first: str = "0123456789") -> str:
     return rng.choice(first) + "".join(rng.choice(string.digits) for _ in range(n - 1))
 
 
+def _devanagari(text: str) -> str:
+    return text.translate({ord(c): chr(0x0966 + int(c)) for c in string.digits})
+
+
 def _fullwidth(text: str) -> str:
     return text.translate({ord(c): ord(c) + 0xFEE0 for c in string.digits} | {ord("-"): "－"})
 
@@ -163,12 +172,14 @@ def _phone(kind: str, fmt: int, rng: random.Random) -> str:
                              f"07{d(3)} {d(6)}", f"+44 7{d(3)} {d(6)}", f"+447{d(9)}", f"0161 {d(3, '23456789')} {d(4)}"],
         "phone_fr": lambda: [f"+33 1 {d(2)} {d(2)} {d(2)} {d(2)}", f"01 {d(2)} {d(2)} {d(2)} {d(2)}",
                              f"06.{d(2)}.{d(2)}.{d(2)}.{d(2)}", f"07-{d(2)}-{d(2)}-{d(2)}-{d(2)}",
-                             f"+33 (0)6 {d(2)} {d(2)} {d(2)} {d(2)}", f"+336{d(8)}"],
+                             f"+33 (0)6 {d(2)} {d(2)} {d(2)} {d(2)}", f"+336{d(8)}",
+                             "\u00a0".join(["01", d(2), d(2), d(2), d(2)])],  # (non-breaking spaces, as typeset)
         "phone_de": lambda: [f"+49 30 {d(8, '123456789')}", f"030 {d(8, '123456789')}", f"030/{d(8, '123456789')}",
                              f"+49 (0)30 {d(4, '123456789')} {d(4)}", f"0171 {d(7, '123456789')}", f"+49 171 {d(7, '123456789')}",
-                             f"+49-89-{d(7, '123456789')}"],
+                             f"+49-89-{d(7, '123456789')}", f"+49 (0) 30 {d(4, '123456789')} {d(4)}"],
         "phone_in": lambda: [f"+91 {d(5, '6789')} {d(5)}", f"+91-{d(5, '6789')}-{d(5)}", f"+91{d(10, '6789')}",
-                             f"0{d(5, '6789')} {d(5)}", f"+91 11 {d(4, '23456789')} {d(4)}", f"011-{d(4, '2345')}-{d(4)}"],
+                             f"0{d(5, '6789')} {d(5)}", f"+91 11 {d(4, '23456789')} {d(4)}", f"011-{d(4, '2345')}-{d(4)}",
+                             _devanagari(f"+91 {d(5, '6789')} {d(5)}")],
         "phone_br": lambda: [f"+55 11 9{d(4)}-{d(4)}", f"(11) 9{d(4)}-{d(4)}", f"+55 (11) 9{d(4)}-{d(4)}",
                              f"11 9{d(4)}-{d(4)}", f"+55 21 {d(4, '2345')}-{d(4)}", f"+5511 9{d(4)}{d(4)}"],
         "phone_jp": lambda: [f"+81 3-{d(4)}-{d(4)}", f"03-{d(4)}-{d(4)}", f"090-{d(4)}-{d(4)}", f"+81 90 {d(4)} {d(4)}",
@@ -257,12 +268,14 @@ def _secret(kind: str, fmt: int, rng: random.Random) -> tuple[str, str]:
     if kind == "url_password":
         pw = r(6) + rng.choice("!$*-_~") + r(7)
         forms = [f"postgres://app:{pw}@db.internal:5432/orders", f"https://admin:{pw}@example.com/admin",
-                 f"mysql+pymysql://root:{pw}@127.0.0.1/app", f"redis://:{pw}@cache:6379/0", f"amqp://guest:{pw}@rabbit/"]
+                 f"mysql+pymysql://root:{pw}@127.0.0.1/app", f"redis://:{pw}@cache:6379/0", f"amqp://guest:{pw}@rabbit/",
+                 f"mongodb+srv://svc_reader:{pw}@cluster0.example.net/?retryWrites=true"]
         return pw, forms[fmt % len(forms)]
     if kind == "password_field":
         pw = r(7) + rng.choice("!$*-_~") + r(5)
         forms = [f"password: {pw}", f"pwd={pw}", f"Passwort: {pw}", f"mot de passe : {pw}", f"contraseña: {pw}",
-                 f"パスワード：{pw}", f"passcode {pw}"]
+                 f"パスワード：{pw}", f"passcode {pw}", f"DB_PASSWORD={pw}", f"senha: {pw}", f"wachtwoord: {pw}",
+                 f"пароль: {pw}", f"Kennwort lautet {pw}"]
         return pw, forms[fmt % len(forms)]
     raise ValueError(kind)
 

@@ -16,20 +16,13 @@ from leak_app import cli
 
 import llmtrace
 
-
-def _x(what: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"issue 17 item 16: {what}")
-
-
 BAD_CALLS = [
     # (id, call on a tracer, what the message must name), marks for today's failures
     ("record_feedback score=10**400", lambda t: t.record_feedback("t-1", "rated", score=10**400), r"score", None),
     ("record_feedback score=nan", lambda t: t.record_feedback("t-1", "rated", score=float("nan")), r"score", None),
     ("record_feedback score='4'", lambda t: t.record_feedback("t-1", "rated", score="4"), r"score", None),
-    ("record_feedback trace_id=object()", lambda t: t.record_feedback(trace_id=object(), action="accepted"), r"trace_id",
-     _x("accepted, stored under the id '<object object at 0x...>'")),
-    ("record_feedback trace_id=bytes", lambda t: t.record_feedback(b"t-1", "accepted"), r"trace_id",
-     _x("accepted, stored under the id \"b't-1'\"")),
+    ("record_feedback trace_id=object()", lambda t: t.record_feedback(trace_id=object(), action="accepted"), r"trace_id", None),
+    ("record_feedback trace_id=bytes", lambda t: t.record_feedback(b"t-1", "accepted"), r"trace_id", None),
     ("record_feedback action=5", lambda t: t.record_feedback("t-1", 5), r"action", None),
     ("record_feedback correction=5", lambda t: t.record_feedback("t-1", "edited", correction=5), r"correction", None),
     ("record_feedback comment=['x']", lambda t: t.record_feedback("t-1", "accepted", comment=["x"]), r"comment", None),
@@ -57,45 +50,43 @@ BAD_CALLS = [
      None),
     ("export_eval_set labels=['nope']", lambda t: t.export_eval_set("unused.jsonl", labels=["nope"]), r"label", None),
     ("export_eval_set validation='nope'", lambda t: t.export_eval_set("unused.jsonl", validation="nope"), r"validation", None),
-    ("export_eval_set nope=1", lambda t: t.export_eval_set("unused.jsonl", nope=1), r"nope", _x("TypeError")),
-    ("export_eval_set path=None", lambda t: t.export_eval_set(None), r"path", _x("TypeError")),
+    ("export_eval_set nope=1", lambda t: t.export_eval_set("unused.jsonl", nope=1), r"nope", None),
+    ("export_eval_set path=None", lambda t: t.export_eval_set(None), r"path", None),
     ("purge older_than='yesterday-ish'", lambda t: t.purge(older_than="yesterday-ish"), r"age|older_than", None),
-    ("purge older_than=10**400", lambda t: t.purge(older_than=10**400), r"age|older_than", _x("OverflowError")),
-    ("purge batch_size=0", lambda t: t.purge(batch_size=0), r"batch_size", _x("accepted: deletes nothing")),
-    ("purge batch_size='x'", lambda t: t.purge(batch_size="x"), r"batch_size", _x("ValueError from int()")),
+    ("purge older_than=10**400", lambda t: t.purge(older_than=10**400), r"age|older_than", None),
+    ("purge batch_size=0", lambda t: t.purge(batch_size=0), r"batch_size", None),
+    ("purge batch_size='x'", lambda t: t.purge(batch_size="x"), r"batch_size", None),
     ("alerts since='nope'", lambda t: t.alerts(since="nope"), r"since", None),
     ("alerts rules=5", lambda t: t.alerts(rules=5), r"rules|AlertRules", None),
     ("get_trace trace_id=None", lambda t: t.get_trace(None), r"trace_id", None),
-    ("get_trace trace_id=object()", lambda t: t.get_trace(object()), r"trace_id",
-     _x("looked up as '<object object at 0x...>'")),
+    ("get_trace trace_id=object()", lambda t: t.get_trace(object()), r"trace_id", None),
     ("trace capture='nope'", lambda t: t.trace(capture="nope"), r"capture", None),
-    ("trace trace_id=object()", lambda t: t.trace(trace_id=object()), r"trace_id", _x("accepted")),
-    ("trace metadata=[1]", lambda t: t.trace(metadata=[1]), r"metadata", _x("accepted: the trace's metadata becomes a list")),
-    ("flush timeout='soon'", lambda t: t.flush(timeout="soon"), r"timeout", _x("TypeError")),
-    ("flush timeout=10**400", lambda t: t.flush(timeout=10**400), r"timeout", _x("OverflowError")),
+    ("trace trace_id=object()", lambda t: t.trace(trace_id=object()), r"trace_id", None),
+    ("trace metadata=[1]", lambda t: t.trace(metadata=[1]), r"metadata", None),
+    ("flush timeout='soon'", lambda t: t.flush(timeout="soon"), r"timeout", None),
+    ("flush timeout=10**400", lambda t: t.flush(timeout=10**400), r"timeout", None),
 ]
 
 NEW_TRACER = [
     ("Tracer url=5", dict(url=5), r"url", None),
     ("Tracer capture='nope'", dict(capture="nope"), r"capture", None),
     ("Tracer queue_size='x'", dict(queue_size="x"), r"queue_size", None),
-    ("Tracer content_ttl_days=10**400", dict(content_ttl_days=10**400), r"content_ttl_days", _x("OverflowError")),
+    ("Tracer content_ttl_days=10**400", dict(content_ttl_days=10**400), r"content_ttl_days", None),
     ("Tracer content_ttl_days=nan", dict(content_ttl_days=float("nan")), r"content_ttl_days", None),
-    ("Tracer flush_interval_seconds=nan", dict(flush_interval_seconds=float("nan")), r"flush_interval_seconds",
-     _x("accepted: a writer that waits NaN seconds")),
-    ("Tracer processors=5", dict(processors=5), r"processor", _x("TypeError")),
-    ("Tracer processors=['(']", dict(processors=["("]), r"processor|regex|pattern", _x("re.error")),
+    ("Tracer flush_interval_seconds=nan", dict(flush_interval_seconds=float("nan")), r"flush_interval_seconds", None),
+    ("Tracer processors=5", dict(processors=5), r"processor", None),
+    ("Tracer processors=['(']", dict(processors=["("]), r"processor|regex|pattern", None),
     ("Tracer processors=[5]", dict(processors=[5]), r"processor", None),
-    ("Tracer prices=5", dict(prices=5), r"prices", _x("AttributeError")),
+    ("Tracer prices=5", dict(prices=5), r"prices", None),
 ]
 
 OTHER_PUBLIC = [
-    ("Redactor hash_key=5", lambda: llmtrace.Redactor(hash_key=5), r"hash_key", _x("AttributeError")),
-    ("Redactor()(['a'])", lambda: llmtrace.Redactor()(["a"]), r"fields|dict", _x("AttributeError")),
-    ("regex_processor('(')", lambda: llmtrace.regex_processor("("), r"regex|pattern", _x("re.error")),
-    ("regex_processor(5)", lambda: llmtrace.regex_processor(5), r"regex|pattern", _x("accepted: fails at first use")),
+    ("Redactor hash_key=5", lambda: llmtrace.Redactor(hash_key=5), r"hash_key", None),
+    ("Redactor()(['a'])", lambda: llmtrace.Redactor()(["a"]), r"fields|dict", None),
+    ("regex_processor('(')", lambda: llmtrace.regex_processor("("), r"regex|pattern", None),
+    ("regex_processor(5)", lambda: llmtrace.regex_processor(5), r"regex|pattern", None),
     ("AlertRules cost_spike_factor='x'", lambda: llmtrace.AlertRules(cost_spike_factor="x"), r"cost_spike_factor", None),
-    ("add_json_sink(5)", lambda: llmtrace.add_json_sink(5), r"sink", _x("TypeError from loguru")),
+    ("add_json_sink(5)", lambda: llmtrace.add_json_sink(5), r"sink", None),
 ]
 
 
@@ -152,7 +143,7 @@ def test_other_public_names_reject_bad_arguments_clearly(name, call, says):
     pytest.param(["stats", "--by", "nope"], id="stats --by nope"),
     pytest.param(["purge", "--older-than", "soon"], id="purge --older-than soon"),
     pytest.param(["ls", "--limit", str(10**30)], id="ls --limit 10**30"),
-    pytest.param(["purge", "--batch-size", "0"], id="purge --batch-size 0", marks=_x("accepted: deletes nothing, exit 0")),
+    pytest.param(["purge", "--batch-size", "0"], id="purge --batch-size 0"),
 ])
 def test_the_cli_turns_a_bad_argument_into_one_line(sqlite_url, args):
     with llmtrace.Tracer(sqlite_url) as t:
@@ -162,3 +153,53 @@ def test_the_cli_turns_a_bad_argument_into_one_line(sqlite_url, args):
     except Exception as exc:  # noqa: BLE001 - what a user would see as a traceback
         pytest.fail(f"llmtrace {' '.join(args)} raised {type(exc).__name__}: {exc}")
     assert code == 1 and err.startswith("llmtrace: error: ") and err.count("\n") == 1 and "Traceback" not in err, (code, out, err)
+
+
+# The checks behind the xfails above that wait for a one-line call in llmtrace/_tracer.py or
+# capture/logs.py (owned elsewhere): each already says what to pass, so wiring it in is the fix.
+def _checks():
+    from llmtrace.base.config import check_prices, check_sink, check_timeout
+    from llmtrace.capture.labels import check_metadata, check_tags, check_trace_id
+    from llmtrace.capture.redact import processor_list
+
+    return [
+        ("check_trace_id(object())", lambda: check_trace_id(object()), r"trace_id"),
+        ("check_trace_id(b't-1')", lambda: check_trace_id(b"t-1"), r"trace_id"),
+        ("check_trace_id(lone surrogate)", lambda: check_trace_id("caf\ud800e"), r"trace_id"),
+        ("check_metadata([1])", lambda: check_metadata([1]), r"metadata"),
+        ("check_metadata({1: 'x'})", lambda: check_metadata({1: "x"}), r"metadata"),
+        ("check_tags('beta')", lambda: check_tags("beta"), r"tags"),
+        ("check_timeout('soon')", lambda: check_timeout("soon"), r"timeout"),
+        ("check_timeout(10**400)", lambda: check_timeout(10**400), r"timeout"),
+        ("check_timeout(nan)", lambda: check_timeout(float("nan")), r"timeout"),
+        ("check_prices(5)", lambda: check_prices(5), r"prices"),
+        ("check_prices({'m': {'input_mtok': 'x'}})", lambda: check_prices({"m": {"input_mtok": "x"}}), r"prices"),
+        ("processor_list(5)", lambda: processor_list(5), r"processors"),
+        ("processor_list('(')", lambda: processor_list("("), r"processors"),
+        ("check_sink(5)", lambda: check_sink(5), r"sink"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_checks())), ids=lambda i: _checks()[i][0])
+def test_the_argument_checks_name_what_to_pass(index):
+    _name, call, says = _checks()[index]
+    with pytest.raises(llmtrace.LLMTraceError) as info:
+        call()
+    _check(info.value, says)
+
+
+def test_the_argument_checks_accept_what_they_should():
+    import uuid
+
+    from llmtrace.base.config import check_prices, check_sink, check_timeout
+    from llmtrace.capture.labels import check_metadata, check_tags, check_trace_id
+    from llmtrace.capture.redact import processor_list
+
+    run_id = uuid.uuid4()
+    assert check_trace_id("t-1") == "t-1" and check_trace_id(run_id) == str(run_id)  # (LangChain's run ids are UUIDs)
+    assert check_metadata(None) is None and check_metadata({"ticket": "T-42"}) == {"ticket": "T-42"}
+    assert check_tags(("beta",)) == ["beta"]
+    assert check_timeout(None) is None and check_timeout(0) == 0 and check_timeout(2.5) == 2.5
+    assert check_prices({"my-ft": {"input_mtok": 3, "output_mtok": 12}}) == {"my-ft": {"input_mtok": 3, "output_mtok": 12}}
+    assert len(processor_list([r"ACME-\d+", (r"x", "X"), lambda f: f])) == 3 and processor_list(None) == []
+    assert check_sink(None) is None and check_sink("llmtrace.log") == "llmtrace.log"

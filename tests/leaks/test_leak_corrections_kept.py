@@ -13,7 +13,6 @@ import llmtrace
 
 CORRECTION = "You have 12 days left to return the order."
 COMMENT = "the model said 30 days"
-_ITEM15 = pytest.mark.xfail(strict=True, reason="issue 17 item 15: the correction is deleted with the prompt by purge")
 
 
 def record(tracer) -> str:
@@ -46,14 +45,11 @@ def purged(request, sqlite_url):
         yield tracer, tid, doc
 
 
-@_ITEM15
 def test_the_correction_survives_a_purge(purged):
     tracer, tid, _doc = purged
     assert corrections(tracer, tid) == [("edited", CORRECTION, COMMENT)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 15: after a purge the export drops the corrected example (its "
-                                       "prompt expired, and its correction with it)")
 @pytest.mark.parametrize("fmt, reference_key", [("jsonl", "reference"), ("dataset", "expected_output")])
 def test_the_eval_export_after_a_purge_keeps_the_correction_as_reference(purged, tmp_path, fmt, reference_key):
     tracer, tid, _doc = purged

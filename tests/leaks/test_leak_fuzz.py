@@ -215,16 +215,8 @@ LANGCHAIN_PLACES = {
     "completion model prompt": (_completion_prompt, TEXT),
 }
 
-# Today's failures.
-_LONG_ID = ("new: a metadata llmtrace_trace_id that is not a short string is stored as str(value) (here > 128 "
-            "characters), an id get_trace refuses: the trace is unreachable")
-KNOWN: dict[tuple[str, str], str] = {
-    ("llmtrace_trace_id", "5 MB string"): _LONG_ID,
-    ("llmtrace_trace_id", "200-level nesting"): _LONG_ID,
-    ("llmtrace_trace_id", "huge int"): _LONG_ID,
-    ("llmtrace_trace_id", "repr and str raise"): ("new: a metadata llmtrace_trace_id whose str() raises loses the whole "
-                                                  "request (its root run is dropped; counted only as a processing error)"),
-}
+# Today's failures (a strict xfail each, naming its item): none.
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _cases(places: dict) -> list:

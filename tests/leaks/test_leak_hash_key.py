@@ -63,8 +63,6 @@ def every_string(conn: sa.Connection, tables: list[str]) -> dict[str, list[str]]
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 13: the hash key sits in llmtrace_meta, which db harden's reader "
-                                       "role may read")
 def test_the_reader_role_cannot_read_the_user_hash_key(pg_url):
     from llmtrace_langchain import LLMTraceCallbackHandler
 

@@ -9,16 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from ui_scenario import Scenario, build  # noqa: E402
+from ui.ui_scenario import Scenario, build
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
                  if p and os.path.exists(p)), None)

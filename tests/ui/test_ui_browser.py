@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import re
 
-from ui_scenario import XSS, XSS_CHUNK, XSS_NAME, XSS_SESSION
-
 import llmtrace
+from ui.ui_scenario import XSS, XSS_CHUNK, XSS_NAME, XSS_SESSION
 
 
 def test_find_a_bad_answer_and_act_on_it(page, own_served, own_scenario):

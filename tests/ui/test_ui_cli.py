@@ -15,10 +15,10 @@ import time
 import urllib.request
 
 import pytest
-from conftest import free_port
 
 import llmtrace
 from llmtrace.cli.main import build_parser
+from ui.conftest import free_port
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

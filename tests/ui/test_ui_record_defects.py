@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from fakes import Refund, ScriptedChatModel, answer, tool_call
 from langchain_core.output_parsers import PydanticOutputParser
-from ui_scenario import _tool_loop, lookup_order
 
 import llmtrace
+from ui.ui_scenario import _tool_loop, lookup_order
 
 
 def test_a_failed_parse_is_on_the_call_it_parsed_only(sqlite_url):

@@ -16,7 +16,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 
 from llmtrace import Tracer, default_tracer
 from llmtrace.integration import END, ERROR, RETRY, START, TraceContext, begin_root, connect, current_trace, now
-from llmtrace_langchain import _extract as X
+from llmtrace_langchain import _extract as extract
 
 try:  # LangGraph's control flow (interrupt(), Command to a parent graph) travels as exceptions
     from langgraph.errors import GraphBubbleUp as _GraphBubbleUp
@@ -99,9 +99,9 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         # payload waits here for the id its ToolMessage names at the end
         self._tool_starts: dict[int, tuple] = {}
         if source_id_keys is None:
-            self._documents = X.make_documents_converter(("id", "source", "doc_id"))
+            self._documents = extract.make_documents_converter(("id", "source", "doc_id"))
         else:
-            self._documents = X.make_documents_converter(tuple(source_id_keys), keys_first=True)
+            self._documents = extract.make_documents_converter(tuple(source_id_keys), keys_first=True)
         self.last_trace_id: str | None = None
 
     def _problem(self, where: str, exc: Exception) -> None:
@@ -156,8 +156,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         if ctx is not None:  # inside ``with tracer.trace():``: a child of that trace's span
             self.last_trace_id = ctx.trace_id
             return ctx.span_id, None
-        trace_id = metadata.get("llmtrace_trace_id") if metadata else None
-        root = TraceContext(str(trace_id), generated=False) if trace_id else TraceContext(str(run_id), generated=True)
+        trace_id = _chosen_trace_id(metadata.get("llmtrace_trace_id")) if metadata else None
+        root = TraceContext(trace_id, generated=False) if trace_id else TraceContext(str(run_id), generated=True)
         self.last_trace_id = root.trace_id
         begin_root(root.trace_id)
         return None, root
@@ -172,7 +172,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             cls = type(inputs)
             self._submit((START, _now(), run_id, parent, _KINDS.get(run_type, "chain") if run_type else "chain",
                           kwargs.get("name") or serialized, root,
-                          X.prompt_inputs if run_type == "prompt" else X.chain_inputs,
+                          extract.prompt_inputs if run_type == "prompt" else extract.chain_inputs,
                           inputs.copy() if cls is dict or cls is list else inputs, metadata, tags,
                           metadata.get(_TASK_KEY) if metadata else None))
         except Exception as exc:
@@ -186,7 +186,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             if inputs is not None:
                 icls = type(inputs)
                 inputs = {"inputs": inputs.copy() if icls is dict or icls is list else inputs}
-            self._submit((END, _now(), run_id, X.chain_outputs,
+            self._submit((END, _now(), run_id, extract.chain_outputs,
                           outputs.copy() if cls is dict or cls is list else outputs, inputs))
         except Exception as exc:
             self._problem("on_chain_end", exc)
@@ -195,7 +195,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         try:
             self._runs[run_id.int] = _ENDED
             if _CONTROL_FLOW and isinstance(error, _CONTROL_FLOW):  # a pause or a route, not a failure
-                self._submit((END, _now(), run_id, X.control_flow, error, None))
+                self._submit((END, _now(), run_id, extract.control_flow, error, None))
             else:
                 self._submit((ERROR, _now(), run_id, error, None))
         except Exception as exc:
@@ -208,7 +208,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         try:
             parent, root = self._place(run_id, parent_run_id, metadata)
             raw = (serialized, [list(m) for m in messages], kwargs.get("invocation_params"), metadata, True)
-            self._submit((START, _now(), run_id, parent, "llm", kwargs.get("name") or serialized, root, X.llm_start,
+            self._submit((START, _now(), run_id, parent, "llm", kwargs.get("name") or serialized, root, extract.llm_start,
                           raw, metadata, tags))
         except Exception as exc:
             self._problem("on_chat_model_start", exc)
@@ -218,7 +218,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         try:
             parent, root = self._place(run_id, parent_run_id, metadata)
             raw = (serialized, list(prompts), kwargs.get("invocation_params"), metadata, False)
-            self._submit((START, _now(), run_id, parent, "llm", kwargs.get("name") or serialized, root, X.llm_start,
+            self._submit((START, _now(), run_id, parent, "llm", kwargs.get("name") or serialized, root, extract.llm_start,
                           raw, metadata, tags))
         except Exception as exc:
             self._problem("on_llm_start", exc)
@@ -239,7 +239,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
     def on_llm_end(self, response, *, run_id, **kwargs: Any) -> None:
         try:
             self._runs[run_id.int] = _ENDED
-            self._submit((END, _now(), run_id, X.llm_end, response, self._stream_extra(run_id)))
+            self._submit((END, _now(), run_id, extract.llm_end, response, self._stream_extra(run_id)))
         except Exception as exc:
             self._problem("on_llm_end", exc)
 
@@ -247,7 +247,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         try:
             self._runs[run_id.int] = _ENDED
             extra = self._stream_extra(run_id) or {}
-            extra["response"] = (X.llm_error, (error, kwargs.get("response")))  # what it delivered before it failed
+            extra["response"] = (extract.llm_error, (error, kwargs.get("response")))  # what it delivered before it failed
             self._submit((ERROR, _now(), run_id, error, extra))
         except Exception as exc:
             self._problem("on_llm_error", exc)
@@ -268,7 +268,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             raw = (input_str, _copy(inputs), kwargs.get("tool_call_id"), name)
             if "tool_call_id" not in kwargs:  # (langchain-core < 1.1.2)
                 self._tool_starts[run_id.int] = raw
-            self._submit((START, _now(), run_id, parent, "tool", name, root, X.tool_start, raw, metadata, tags))
+            self._submit((START, _now(), run_id, parent, "tool", name, root, extract.tool_start, raw, metadata, tags))
         except Exception as exc:
             self._problem("on_tool_start", exc)
 
@@ -279,10 +279,10 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             if self._tool_starts:
                 started = self._tool_starts.pop(run_id.int, None)
                 if started is not None:  # the start again, with the id the tool answered (langchain-core < 1.1.2)
-                    call_id = X.tool_call_id_of(output)
+                    call_id = extract.tool_call_id_of(output)
                     if call_id is not None:
                         extra = {"inputs": (started[0], started[1], call_id, started[3])}
-            self._submit((END, _now(), run_id, X.tool_end, output, extra))
+            self._submit((END, _now(), run_id, extract.tool_end, output, extra))
         except Exception as exc:
             self._problem("on_tool_end", exc)
 
@@ -292,7 +292,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             if self._tool_starts:
                 self._tool_starts.pop(run_id.int, None)
             if _CONTROL_FLOW and isinstance(error, _CONTROL_FLOW):  # a tool that asked a human: paused, not failed
-                self._submit((END, _now(), run_id, X.control_flow, error, None))
+                self._submit((END, _now(), run_id, extract.control_flow, error, None))
             else:
                 self._submit((ERROR, _now(), run_id, error, None))
         except Exception as exc:
@@ -304,7 +304,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
                            **kwargs: Any) -> None:
         try:
             parent, root = self._place(run_id, parent_run_id, metadata)
-            self._submit((START, _now(), run_id, parent, "retriever", kwargs.get("name") or serialized, root, X.query,
+            self._submit((START, _now(), run_id, parent, "retriever", kwargs.get("name") or serialized, root, extract.query,
                           query, metadata, tags))
         except Exception as exc:
             self._problem("on_retriever_start", exc)
@@ -322,3 +322,24 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             self._submit((ERROR, _now(), run_id, error, None))
         except Exception as exc:
             self._problem("on_retriever_error", exc)
+
+
+_MAX_TRACE_ID = 128  # (what get_trace accepts)
+
+
+def _chosen_trace_id(value: Any) -> str | None:
+    """The trace id a request chose in its metadata, if it is one get_trace can find: a short string
+    (or a UUID / int). Anything else — a huge or nested value, one whose str() fails — is ignored:
+    the trace keeps its run id rather than being stored under an id nobody can look up."""
+    if value is None or value == "":
+        return None
+    if type(value) is str:
+        text = value
+    elif isinstance(value, (UUID, int)) and not isinstance(value, bool):
+        try:
+            text = str(value)
+        except ValueError:  # (an int too long to print)
+            return None
+    else:
+        return None
+    return text if len(text) <= _MAX_TRACE_ID else None

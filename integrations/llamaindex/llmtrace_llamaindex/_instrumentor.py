@@ -65,7 +65,7 @@ from llmtrace.integration import (
     now,
     ordered_id,
 )
-from llmtrace_llamaindex import _extract as X
+from llmtrace_llamaindex import _extract as extract
 
 _now = now
 
@@ -161,7 +161,7 @@ class _Spans(_Owned, BaseSpanHandler):
                 owner._returned_stream(id_, result)
             if _KINDS.get(type(instance)) or owner._batches or owner._inner:
                 owner._leave(id_, instance)
-            owner._submit((END, _now(), id_, X.outputs, result, None))
+            owner._submit((END, _now(), id_, extract.outputs, result, None))
         except Exception as exc:
             self._owner._problem("span_exit", exc)
 
@@ -227,11 +227,11 @@ class LLMTraceInstrumentor:
             LLMChatStartEvent: self._chat_start, LLMCompletionStartEvent: self._completion_start,
             LLMChatInProgressEvent: self._delta, LLMCompletionInProgressEvent: self._delta,
             LLMChatEndEvent: self._llm_end, LLMCompletionEndEvent: self._llm_end, ExceptionEvent: self._exception,
-            RetrievalEndEvent: lambda e: self._annotate(e, X.retrieval),
-            ReRankEndEvent: lambda e: self._annotate(e, X.rerank),
+            RetrievalEndEvent: lambda e: self._annotate(e, extract.retrieval),
+            ReRankEndEvent: lambda e: self._annotate(e, extract.rerank),
             EmbeddingStartEvent: self._embedding_start, EmbeddingEndEvent: self._embedding_end,
-            LLMPredictStartEvent: lambda e: self._annotate(e, X.predict),
-            LLMStructuredPredictEndEvent: lambda e: self._annotate(e, X.structured),
+            LLMPredictStartEvent: lambda e: self._annotate(e, extract.predict),
+            LLMStructuredPredictEndEvent: lambda e: self._annotate(e, extract.structured),
         }
 
     # -- attach / detach ---------------------------------------------------------------------
@@ -290,11 +290,11 @@ class LLMTraceInstrumentor:
         elif special == _LLM and self._gens and self._open_llm and self._stream_of_caller()[1]:
             self._inner.add(id_)  # an LLM method read by another LLM call's stream: that same call
         name = id_.partition("-")[0]
-        kind, convert = "chain", X.span_inputs
+        kind, convert = "chain", extract.span_inputs
         if special:
             if special == _TOOL:
                 if parent_id is None or parent_id not in self._tools:  # (not the tool's own inner call)
-                    kind, convert = "tool", X.tool_inputs
+                    kind, convert = "tool", extract.tool_inputs
                     name = getattr(getattr(instance, "metadata", None), "name", None) or name  # the tool's own name
                 self._tools.add(id_)
             elif special == _LLM:
@@ -315,7 +315,7 @@ class LLMTraceInstrumentor:
         if self._batches:
             batches = self._batches.pop(id_, None)
             if batches is not None:
-                self._submit((ANNOTATE, _now(), id_, X.embedding, (batches, self._embedders.pop(id_, None))))
+                self._submit((ANNOTATE, _now(), id_, extract.embedding, (batches, self._embedders.pop(id_, None))))
 
     def _drop(self, id_: str, instance: Any, err: BaseException | None) -> None:
         t = _now()
@@ -378,7 +378,7 @@ class LLMTraceInstrumentor:
         model_dict = event.model_dict or {}
         raw = (model_dict, prompt, event.additional_kwargs, is_chat, settings)
         self._submit((START, _now(), span_id + "/llm", span_id, "llm", model_dict.get("class_name") or "llm", None,
-                      X.llm_start, raw, None, None))
+                      extract.llm_start, raw, None, None))
 
     def _chat_start(self, event: Any) -> None:
         self._llm_start(event, list(event.messages), True)
@@ -422,7 +422,7 @@ class LLMTraceInstrumentor:
         else:
             raw = (event.response, state[2], state[1])
             extra = {"first_token_ns": state[0]} if state[0] else None
-        self._submit((END, _now(), event.span_id + "/llm", X.llm_end, raw, extra))
+        self._submit((END, _now(), event.span_id + "/llm", extract.llm_end, raw, extra))
 
     def _exception(self, event: Any) -> None:
         state = self._open_llm.pop(event.span_id, _NOT_OPEN)
