@@ -136,6 +136,7 @@ class Tracer:
         self._writer.start()
         self._closed = False
         _live.add(self)
+        _install_process_hooks()
 
     def _new_writer(self, processors: list[Processor]) -> Writer:
         s = self.settings
@@ -391,6 +392,18 @@ def _say_problem(what: str, tracer: Tracer, exc: Exception) -> None:
         pass
 
 
-atexit.register(_drain_all)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_after_fork)
+_hooks_installed = False
+_hooks_lock = threading.Lock()  # (not _default_lock: default_tracer() holds that while it makes a Tracer)
+
+
+def _install_process_hooks() -> None:
+    """At the first Tracer (not at import: there is nothing to drain or restart before one): the exit
+    drain, and fresh writers in a forked child."""
+    global _hooks_installed
+    with _hooks_lock:
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+    atexit.register(_drain_all)
+    if hasattr(os, "register_at_fork"):  # (not on Windows)
+        os.register_at_fork(after_in_child=_reinit_after_fork)

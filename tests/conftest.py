@@ -92,3 +92,15 @@ def analysis(db_url):
     yield st
     tracer.close()
     analysis_data.remove(st)
+
+
+_engines: dict[str, sa.Engine] = {}
+
+
+def raw_engine(url: str) -> sa.Engine:
+    """An engine of the test's own on a tracer's database (``tracer.url``): what an outsider sees
+    when reading (or tampering with) the tables by hand, without llmtrace's internals."""
+    engine = _engines.get(url)
+    if engine is None:
+        engine = _engines[url] = sa.create_engine(url)
+    return engine

@@ -210,7 +210,7 @@ def test_a_failing_alert_callable_is_counted_never_raised(sqlite_url):
         tracer.close()
 
 
-def test_alerts_setting_turns_on_live_rules_without_a_callable(sqlite_url, monkeypatch):
+def test_mechanism_alerts_setting_turns_on_live_rules_without_a_callable(sqlite_url, monkeypatch):
     monkeypatch.setenv("LLMTRACE_ALERTS", "1")
     tracer = llmtrace.Tracer(sqlite_url)
     try:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import sqlalchemy as sa
-from conftest import SERVER_URLS, _server
+from conftest import SERVER_URLS, _server, raw_engine
 from fakes import REFUND_JSON, ScriptedChatModel, answer, rag_chain, tool_call
 from test_langchain_tools import hand_loop, lookup_order
 
@@ -55,7 +55,7 @@ def record(tracer) -> list[str]:
 
 
 def tamper(tracer, sql: str, **params) -> None:
-    with tracer._store.engine.begin() as conn:
+    with raw_engine(tracer.url).begin() as conn:
         conn.execute(sa.text(sql), params)
 
 
@@ -92,7 +92,7 @@ def test_cutting_the_end_of_the_chain_is_detected(sqlite_url):
     with llmtrace.Tracer(sqlite_url, audit=True) as t:
         record(t)
         record(t)
-        with t._store.engine.begin() as conn:
+        with raw_engine(t.url).begin() as conn:
             last = conn.execute(sa.select(sa.func.max(S.audit.c.seq))).scalar()
             conn.execute(S.audit.delete().where(S.audit.c.seq == last))
         report = t.verify_audit()
@@ -148,13 +148,18 @@ def pg_fresh_url(tmp_path):
     return base + "?options=-csearch_path%3Dllmtrace_harden_t"
 
 
-def test_db_harden_on_postgresql(pg_fresh_url):
-    from llmtrace.store.harden import harden
+def _harden(url: str, role: str) -> None:
+    """``llmtrace db harden`` as a user runs it."""
+    from llmtrace.cli import main
 
+    assert main(["db", "harden", "--db", url, "--reader-role", role]) == 0
+
+
+def test_db_harden_on_postgresql(pg_fresh_url):
     with llmtrace.Tracer(pg_fresh_url, audit=True, content_ttl_days=1e-9) as t:
         record(t)
-        harden(t._store, "llmtrace_reader_t")
-        harden(t._store, "llmtrace_reader_t")  # idempotent
+        _harden(t.url, "llmtrace_reader_t")
+        _harden(t.url, "llmtrace_reader_t")  # idempotent
         for sql in ("DELETE FROM llmtrace_audit", "UPDATE llmtrace_audit SET kind = 'x'", "DELETE FROM llmtrace_spans",
                     "DELETE FROM llmtrace_contents"):
             with pytest.raises(sa.exc.DBAPIError, match="not allowed|only by llmtrace purge"):
@@ -162,10 +167,10 @@ def test_db_harden_on_postgresql(pg_fresh_url):
         assert t.purge()["content_rows"] >= 1  # the one way content may go
         record(t)  # the writer still works on a hardened store
         assert t.verify_audit().ok
-        with t._store.engine.begin() as conn:
+        with raw_engine(t.url).begin() as conn:
             conn.execute(sa.text("SET LOCAL ROLE llmtrace_reader_t"))
             assert conn.execute(sa.text("SELECT count(*) FROM llmtrace_llm_calls")).scalar() >= 3
-        with t._store.engine.begin() as conn:
+        with raw_engine(t.url).begin() as conn:
             conn.execute(sa.text("SET LOCAL ROLE llmtrace_reader_t"))
             with pytest.raises(sa.exc.DBAPIError, match="permission denied"):
                 conn.execute(sa.text("SELECT body FROM llmtrace_contents"))
@@ -191,7 +196,7 @@ def test_a_deleted_content_row_a_purge_and_an_anchor(fresh_url):
         seq = int(anchor.split(":")[0])
         ok = cli("audit", "verify", "--db", fresh_url, "--anchor", anchor)
         assert ok.returncode == 0 and f"anchor {seq} holds" in ok.stdout, ok.stdout + ok.stderr
-        with t._store.engine.connect() as conn:
+        with raw_engine(t.url).connect() as conn:
             victim = conn.execute(sa.select(S.contents.c.id).order_by(S.contents.c.id).limit(1)).scalar()
         tamper(t, "DELETE FROM llmtrace_contents WHERE id = :id", id=victim)
         report = t.verify_audit()
@@ -225,7 +230,6 @@ def test_audit_off_is_said_not_passed(sqlite_url):
 def test_db_harden_hides_the_user_hash_key_and_nothing_else(pg_fresh_url):
     """The reader role reads the audit head (it can verify) but not the user-id hash key; the owner
     still reads the key, so user ids hash as before."""
-    from llmtrace.store.harden import harden
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     def user_trace(t) -> str:
@@ -236,10 +240,10 @@ def test_db_harden_hides_the_user_hash_key_and_nothing_else(pg_fresh_url):
 
     with llmtrace.Tracer(pg_fresh_url, audit=True) as t:
         before = user_trace(t)
-        harden(t._store, "llmtrace_reader_t")
+        _harden(t.url, "llmtrace_reader_t")
     with llmtrace.Tracer(pg_fresh_url, audit=True) as t:  # a new process: it reads the key back
         assert user_trace(t) == before
-        with t._store.engine.begin() as conn:
+        with raw_engine(t.url).begin() as conn:
             conn.execute(sa.text("SET LOCAL ROLE llmtrace_reader_t"))
             keys = set(conn.execute(sa.text("SELECT key FROM llmtrace_meta")).scalars())
         assert "audit_head" in keys and "user_hash_key" not in keys

@@ -25,11 +25,11 @@ def _wait_for_checkpoint(tracer) -> None:
         time.sleep(0.05)
 
 
-def test_the_checkpoint_thread_moves_the_log_into_the_database_file(tmp_path, monkeypatch):
+def test_mechanism_the_checkpoint_thread_moves_the_log_into_the_database_file(tmp_path, monkeypatch):
     monkeypatch.setattr(_checkpoint, "DUE_BYTES", 20_000)  # (4 MB in use: a few hundred rows here)
     path = tmp_path / "llmtrace.db"
     tracer = llmtrace.Tracer(f"sqlite:///{path}")
-    with tracer._store.engine.connect() as conn:
+    with tracer._store.engine.connect() as conn:  # (a setting of llmtrace's own connections)
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == WAL_AUTOCHECKPOINT_PAGES
     for i in range(200):
         tracer.record_feedback(f"t-{i}", "accepted")
@@ -44,7 +44,7 @@ def test_the_checkpoint_thread_moves_the_log_into_the_database_file(tmp_path, mo
     assert not tracer._writer.checkpointer.thread.is_alive()
 
 
-def test_a_quiet_log_is_checkpointed_too(tmp_path, monkeypatch):
+def test_mechanism_a_quiet_log_is_checkpointed_too(tmp_path, monkeypatch):
     monkeypatch.setattr(_checkpoint, "QUIET_S", 0.2)
     path = tmp_path / "llmtrace.db"
     tracer = llmtrace.Tracer(f"sqlite:///{path}")
@@ -55,7 +55,7 @@ def test_a_quiet_log_is_checkpointed_too(tmp_path, monkeypatch):
     tracer.close()
 
 
-def test_no_checkpoint_thread_for_servers_or_memory(db_url):
+def test_mechanism_no_checkpoint_thread_for_servers_or_memory(db_url):
     tracer = llmtrace.Tracer(db_url if not db_url.startswith("sqlite") else "sqlite://")
     assert tracer._writer.checkpointer is None and tracer.health()["checkpoints"] is None
     tracer.close()

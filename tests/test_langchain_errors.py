@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import raw_engine
 from fakes import REFUND_JSON, Refund, ScriptedChatModel, answer, rag_chain, simple_chain, tool_call
 from langchain_core.output_parsers import JsonOutputParser
 from pydantic import ValidationError
@@ -106,7 +107,7 @@ def test_a_parser_stores_its_input_unless_it_parsed_a_model_answer(sqlite_tracer
     said = "from the model: " + "refunds take five days " * 8  # (long enough to be stored once per trace)
     simple_chain(ScriptedChatModel(script=[answer(said)])).invoke({"question": "q"}, config={"callbacks": [h]})
     trace = sqlite_tracer.get_trace(h.last_trace_id)
-    with sqlite_tracer._store.engine.connect() as conn:  # stored once: as the call's raw completion
+    with raw_engine(sqlite_tracer.url).connect() as conn:  # stored once: as the call's raw completion
         body = conn.exec_driver_sql("SELECT body FROM llmtrace_contents WHERE trace_id = ?", (trace.trace_id,)).scalar()
     assert body.count(said) == 1
     parser = next(s for s in trace.to_dict()["spans"] if s["kind"] == "parser")
@@ -193,7 +194,7 @@ def test_secrets_never_stored_in_params(sqlite_tracer):
     assert call["params"]["temperature"] == 0.2 and call["params"]["max_tokens"] == 100
     assert call["params"]["api_key"] == "[SECRET]"
     assert call["params"]["extra_headers"]["x-auth-token"] == "[SECRET]"
-    with sqlite_tracer._store.engine.connect() as conn:
+    with raw_engine(sqlite_tracer.url).connect() as conn:
         for table in S.METADATA.sorted_tables:
             for row in conn.execute(sa.select(table)):
                 assert "SECRETSECRET" not in repr(tuple(row)) and "tok-999" not in repr(tuple(row))

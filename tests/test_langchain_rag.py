@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import raw_engine
 from fakes import POLICY_DOCS, REFUND_JSON, SYSTEM, ScriptedChatModel, answer, rag_chain
 
 MODES = ["invoke", "ainvoke", "stream", "astream", "batch", "abatch"]
@@ -119,6 +120,6 @@ def test_which_traces_used_a_chunk(sqlite_tracer):
         rag_chain(ScriptedChatModel(script=[answer(REFUND_JSON)])).invoke("q", config={"callbacks": [h]})
         ids.append(h.last_trace_id)
     sqlite_tracer.flush()
-    with sqlite_tracer._store.engine.connect() as conn:
+    with raw_engine(sqlite_tracer.url).connect() as conn:
         found = set(conn.execute(sa.select(S.chunks.c.trace_id).where(S.chunks.c.source_id == "gift-1")).scalars())
     assert found == set(ids)

@@ -81,7 +81,7 @@ tracer.record_feedback({tid!r}, "accepted")
     assert [f["action"] for f in doc["feedback"]] == ["accepted"]
 
 
-def test_default_tracer_from_environment(tmp_path, monkeypatch):
+def test_mechanism_default_tracer_from_environment(tmp_path, monkeypatch):
     import llmtrace
     from llmtrace import _tracer
     from llmtrace_langchain import LLMTraceCallbackHandler
@@ -120,7 +120,7 @@ def test_a_child_that_starts_after_its_parent_ended_stays_in_its_trace_and_captu
         assert all(s["inputs"] is None and s["outputs"] is None for s in spans)  # metadata: no content
 
 
-def test_a_span_that_never_ends_is_closed_as_abandoned_by_the_writer(sqlite_url, monkeypatch):
+def test_mechanism_a_span_that_never_ends_is_closed_as_abandoned_by_the_writer(sqlite_url, monkeypatch):
     import time
 
     import llmtrace

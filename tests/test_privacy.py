@@ -9,6 +9,7 @@ import pathlib
 
 import pytest
 import sqlalchemy as sa
+from conftest import raw_engine
 from fakes import ScriptedChatModel, answer, tool_call
 from langchain_core.documents import Document
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -139,7 +140,7 @@ def stored_text(tracer, url: str) -> str:
         path = pathlib.Path(url.removeprefix("sqlite:///"))
         blobs = [p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists()]
         return b"".join(blobs).decode("utf-8", "replace")
-    with tracer._store.engine.connect() as conn:
+    with raw_engine(tracer.url).connect() as conn:
         return "\n".join(repr(tuple(r)) for t in S.METADATA.sorted_tables for r in conn.execute(sa.select(t)))
 
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import sqlalchemy as sa
+from conftest import raw_engine
 from fakes import ScriptedChatModel, answer, simple_chain
 
 import llmtrace
@@ -84,14 +85,14 @@ def test_old_database_migrates_to_the_same_columns(tmp_path):
     def shape(url):
         with llmtrace.Tracer(url) as t:
             assert t.schema_version() == S.SCHEMA_VERSION
-            insp = sa.inspect(t._store.engine)
+            insp = sa.inspect(raw_engine(t.url))
             return {name: ({c["name"] for c in insp.get_columns(name)}, {i["name"] for i in insp.get_indexes(name)})
                     for name in insp.get_table_names()}
 
     assert shape(old) == shape(blank)
 
 
-def test_writer_purges_periodically_when_asked(sqlite_url, monkeypatch):
+def test_mechanism_writer_purges_periodically_when_asked(sqlite_url, monkeypatch):
     import time
 
     from llmtrace.capture import writer as _writer
@@ -135,7 +136,7 @@ def feedback_of(tracer, tid: str) -> list[tuple]:
 def content_rows(tracer, trace_id: str) -> list[tuple]:
     """(kind, expires_at, body) of a trace's content rows (a server database holds other tests' rows too)."""
     c = S.contents
-    with tracer._store.engine.connect() as conn:
+    with raw_engine(tracer.url).connect() as conn:
         return [tuple(r) for r in conn.execute(sa.select(c.c.kind, c.c.expires_at, c.c.body).where(c.c.trace_id == trace_id))]
 
 
@@ -156,9 +157,8 @@ def test_purge_with_labels_deletes_them_too(sqlite_tracer):
     tid = record_corrected(sqlite_tracer)
     assert sqlite_tracer.purge(older_than=1e-9)["content_rows"] >= 1
     assert feedback_of(sqlite_tracer, tid) == [("You have 12 days.", "too long")]
-    from llmtrace.store.retention import purge
 
-    assert purge(sqlite_tracer._store, older_than=1e-9, labels=True)["content_rows"] == 1
+    assert sqlite_tracer.purge(older_than=1e-9, labels=True)["content_rows"] == 1
     assert feedback_of(sqlite_tracer, tid) == [(None, None)]  # the action stays, the words are gone
     assert content_rows(sqlite_tracer, tid) == []
 
@@ -182,7 +182,7 @@ def test_rows_written_before_labels_had_rows_of_their_own_keep_them_through_a_pu
     labels to a row of their own before it deletes the rest."""
     with llmtrace.Tracer(sqlite_url, audit=True) as tracer:
         tid = record_corrected(tracer)
-        engine = tracer._store.engine
+        engine = raw_engine(tracer.url)
         with engine.begin() as conn:  # make it look old: one mixed row, as schema 6 wrote it
             rows = conn.execute(sa.select(S.contents)).all()
             owners = {}

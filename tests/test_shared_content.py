@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import sqlalchemy as sa
+from conftest import raw_engine
 from fakes import ScriptedChatModel, answer
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
@@ -19,7 +20,7 @@ ANSWER = "Refunds are issued within 14 days of the return arriving at our wareho
 
 
 def _bodies(tracer, trace_id: str) -> str:
-    with tracer._store.engine.connect() as conn:
+    with raw_engine(tracer.url).connect() as conn:
         return "".join(conn.execute(sa.select(S.contents.c.body).where(S.contents.c.trace_id == trace_id)).scalars())
 
 

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 import sqlalchemy as sa
-from conftest import new_id
+from conftest import new_id, raw_engine
 from fakes import REFUND_JSON, ScriptedChatModel, answer, rag_chain, simple_chain
 from sqlmodel import SQLModel
 
@@ -192,7 +192,7 @@ def test_metadata_capture_stores_no_content(sqlite_url):
         h = LLMTraceCallbackHandler(t)
         rag_chain(ScriptedChatModel(script=[answer(REFUND_JSON)])).invoke("my secret question", config={"callbacks": [h]})
         doc = t.get_trace(h.last_trace_id).to_dict()
-        with t._store.engine.connect() as conn:
+        with raw_engine(t.url).connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(S.contents)).scalar() == 0
     call = doc["llm_calls"][0]
     assert call["input_messages"] is None and call["raw_completion"] is None
@@ -223,12 +223,12 @@ def test_expired_content_reads_as_null_with_reason(sqlite_url):
     assert call["tokens"]["output"] == 30
 
 
-def test_tables_live_in_their_own_registry_with_a_schema_version(tracer):
+def test_mechanism_tables_live_in_their_own_registry_with_a_schema_version(tracer):
     assert not any(name.startswith("llmtrace_") for name in SQLModel.metadata.tables)
     assert tracer.schema_version() == S.SCHEMA_VERSION
     tracer._store._ready = False
     tracer._store.ensure_schema()  # idempotent
-    with tracer._store.engine.connect() as conn:
+    with raw_engine(tracer.url).connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(S.migrations)).scalar() == S.SCHEMA_VERSION
         names = set(sa.inspect(conn).get_table_names())
     assert {t.name for t in S.METADATA.sorted_tables} <= names
@@ -245,12 +245,12 @@ def test_user_id_is_hashed_never_raw(sqlite_tracer):
         {"question": "q"}, config={"callbacks": [h], "metadata": {"llmtrace_user_id": "alice@example.com"}})
     assert sqlite_tracer.get_trace(h.last_trace_id).to_dict()["user_id"] == first  # joinable
     sqlite_tracer.flush()
-    with sqlite_tracer._store.engine.connect() as conn:
+    with raw_engine(sqlite_tracer.url).connect() as conn:
         rows = [repr(tuple(r)) for t in S.METADATA.sorted_tables for r in conn.execute(sa.select(t))]
     assert not any("alice@example.com" in r for r in rows)
 
 
-def test_health_counts_and_queue_full_policy(sqlite_url):
+def test_mechanism_health_counts_and_queue_full_policy(sqlite_url):
     with llmtrace.Tracer(sqlite_url, queue_size=5, on_queue_full="drop", batch_size=5) as t:
         t._writer.stopping = True  # hold the writer so the queue fills
         t._writer.wake.set()
@@ -284,7 +284,7 @@ def test_database_down_is_counted_never_raised(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_writer_restarts_after_fork(sqlite_tracer):
+def test_mechanism_writer_restarts_after_fork(sqlite_tracer):
     from llmtrace_langchain import LLMTraceCallbackHandler
 
     tid = new_id()

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+from conftest import raw_engine
 
 import llmtrace
 from llmtrace.capture import sink as W  # (where batches are written: write_rows is patched there)
@@ -76,7 +77,7 @@ def _dump(store: Database) -> dict[str, list[tuple]]:
 
 
 @pytest.mark.skipif(not JSON_OK, reason="this SQLite has no built-in JSON (needs 3.38+)")
-def test_json_and_bound_inserts_store_identical_rows(tmp_path):
+def test_mechanism_json_and_bound_inserts_store_identical_rows(tmp_path):
     stored = {}
     for as_json in (False, True):
         store = Database(f"sqlite:///{tmp_path / f'{as_json}.db'}")
@@ -94,7 +95,7 @@ def test_json_and_bound_inserts_store_identical_rows(tmp_path):
 
 
 @pytest.mark.skipif(not JSON_OK, reason="this SQLite has no built-in JSON (needs 3.38+)")
-def test_rows_orjson_refuses_take_the_bound_path(tmp_path, monkeypatch):
+def test_mechanism_rows_orjson_refuses_take_the_bound_path(tmp_path, monkeypatch):
     class Score(float):  # a float subclass (numpy's float64 is one): orjson refuses it, sqlite3 binds it
         pass
 
@@ -112,7 +113,7 @@ def test_rows_orjson_refuses_take_the_bound_path(tmp_path, monkeypatch):
         assert conn.exec_driver_sql("SELECT count(*) FROM llmtrace_chunks WHERE score = 0.25").scalar() == 1
 
 
-def test_writer_binds_while_someone_waits_and_hands_sqlite_json_otherwise(sqlite_url, monkeypatch):
+def test_mechanism_writer_binds_while_someone_waits_and_hands_sqlite_json_otherwise(sqlite_url, monkeypatch):
     modes = []
     real = W.write_rows
 
@@ -134,7 +135,7 @@ def test_writer_binds_while_someone_waits_and_hands_sqlite_json_otherwise(sqlite
     tracer.close()
 
 
-def test_a_sqlite_without_json_gets_bound_parameters(tmp_path, monkeypatch):
+def test_mechanism_a_sqlite_without_json_gets_bound_parameters(tmp_path, monkeypatch):
     class NoJson:  # a connection to a SQLite compiled without JSON
         def exec_driver_sql(self, sql, *args):
             raise sqlite3.OperationalError("no such function: json_each")
@@ -150,11 +151,11 @@ def test_a_sqlite_without_json_gets_bound_parameters(tmp_path, monkeypatch):
 
 
 def _feedback_rows(tracer) -> int:
-    with tracer._store.engine.connect() as conn:
+    with raw_engine(tracer.url).connect() as conn:
         return conn.exec_driver_sql("SELECT count(*) FROM llmtrace_feedback").scalar()
 
 
-def test_flush_writes_on_the_calling_thread(sqlite_url, monkeypatch):
+def test_mechanism_flush_writes_on_the_calling_thread(sqlite_url, monkeypatch):
     threads = []
     real = W.write_rows
 
@@ -171,7 +172,7 @@ def test_flush_writes_on_the_calling_thread(sqlite_url, monkeypatch):
         assert _feedback_rows(tracer) == 3 and tracer.health()["queue_depth"] == 0
 
 
-def test_a_flush_that_runs_out_of_time_leaves_the_batch_to_the_writer(sqlite_url, monkeypatch):
+def test_mechanism_a_flush_that_runs_out_of_time_leaves_the_batch_to_the_writer(sqlite_url, monkeypatch):
     failures = {"left": 2}
     real = W.write_rows
 
@@ -194,7 +195,7 @@ def test_a_flush_that_runs_out_of_time_leaves_the_batch_to_the_writer(sqlite_url
         assert _feedback_rows(tracer) == 2 and h["failed"] == 0 and h["write_errors"] == 2
 
 
-def test_a_flush_interrupted_mid_batch_loses_nothing(sqlite_url, monkeypatch):
+def test_mechanism_a_flush_interrupted_mid_batch_loses_nothing(sqlite_url, monkeypatch):
     calls = {"n": 0}
     real = W.write_rows
 
@@ -211,7 +212,7 @@ def test_a_flush_interrupted_mid_batch_loses_nothing(sqlite_url, monkeypatch):
             tracer.flush(10)
         assert tracer.flush(10)
         assert _feedback_rows(tracer) == 1
-        with tracer._store.engine.connect() as conn:  # the content converted before the interruption too
+        with raw_engine(tracer.url).connect() as conn:  # the content converted before the interruption too
             assert "the text the user kept" in conn.exec_driver_sql("SELECT body FROM llmtrace_contents").scalar()
 
 
@@ -225,7 +226,7 @@ def test_a_flush_from_inside_a_batch_returns_instead_of_waiting_for_itself(sqlit
         assert seen == [False] and _feedback_rows(tracer) == 1
 
 
-def test_sqlite_time_text_is_what_datetime_writes():
+def test_mechanism_sqlite_time_text_is_what_datetime_writes():
     import random
 
     rng = random.Random(7)
@@ -243,14 +244,14 @@ def test_the_applications_sqlite3_is_left_alone(sqlite_url):
         tracer.record_validation("t-1", rule="cites-a-source", passed=True)
         tracer.record_validation("t-1", rule="no-pii", passed=False)
         assert tracer.flush(10)
-        with tracer._store.engine.connect() as conn:
+        with raw_engine(tracer.url).connect() as conn:
             got = conn.exec_driver_sql("SELECT rule, passed, typeof(passed), span_id, typeof(span_id) "
                                        "FROM llmtrace_validations ORDER BY rule").fetchall()
     assert got == [("cites-a-source", 1, "integer", None, "null"), ("no-pii", 0, "integer", None, "null")]
     assert dict(sqlite3.adapters) == before
 
 
-def test_a_duplicate_row_costs_itself_not_its_batch(sqlite_url):
+def test_mechanism_a_duplicate_row_costs_itself_not_its_batch(sqlite_url):
     with llmtrace.Tracer(sqlite_url, flush_interval_seconds=60) as tracer:
         tracer._store.ensure_schema()
         rows = _rows()
@@ -267,7 +268,7 @@ def test_a_duplicate_row_costs_itself_not_its_batch(sqlite_url):
 
 
 @pytest.mark.parametrize("n", [1, 3, 4, 5, 63, 100, 257, 700])
-def test_batches_of_any_length_are_inserted_whole_in_fixed_size_statements(tmp_path, n):
+def test_mechanism_batches_of_any_length_are_inserted_whole_in_fixed_size_statements(tmp_path, n):
     store = Database(f"sqlite:///{tmp_path / 'x.db'}")
     store.ensure_schema()
     rows = Rows()

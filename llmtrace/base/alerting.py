@@ -33,6 +33,7 @@ from llmtrace.base.stats import percentile
 
 RULES = ALERT_RULES
 _EPOCH = datetime(1970, 1, 1)
+_MAX_CACHED = 4096
 _P95_REFRESH = 20  # recompute a latency baseline every this many calls: sorting per call is waste
 
 
@@ -123,6 +124,8 @@ class AlertEngine:
         day = int(t // 86400)
         pkey = (model, version, provider, day)
         if pkey not in self._pricers:
+            if len(self._pricers) >= _MAX_CACHED:  # (one per model and day: bounded for a long-lived writer)
+                self._pricers.clear()
             self._pricers[pkey] = self.prices.pricer(model=model, version=version, provider=provider,
                                                      at=_EPOCH + timedelta(seconds=t))
         price = self._pricers[pkey]

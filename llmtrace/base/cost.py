@@ -24,6 +24,7 @@ _PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok
 _OVERRIDE_KEYS = (*_PRICE_KEYS, "context_window")
 
 # (input, output, cache reads, cache writes) -> USD; input counts every billed input token, reads and writes included
+_MAX_CACHED = 4096
 Pricer = Callable[[int | None, int | None, int | None, int | None], float | None]
 
 
@@ -117,6 +118,8 @@ class PriceBook:
                 return self._found[key]
         price = _from_table(name, provider, at)
         with self._lock:
+            if len(self._found) >= _MAX_CACHED:  # (one per model and day: bounded in a long-lived process)
+                self._found.clear()
             self._found[key] = price
         return price
 

@@ -12,14 +12,17 @@ _node = random.getrandbits(32)
 _cache: list = [-1, "", -1, "", f"{_node:08x}"]  # last millisecond, its text; counter's high bits, text; node
 
 
-def _new_node() -> None:  # a forked child must not mint the ids its parent mints
+def new_node() -> None:
+    """A forked child must not mint the ids its parent mints: registered at import, because workers
+    forked from a parent that imported llmtrace (a pre-loading server) would otherwise all mint the
+    same ids. It touches only llmtrace's own counter."""
     global _seq, _node, _cache
     _seq, _node = itertools.count(), random.getrandbits(32)
     _cache = [-1, "", -1, "", f"{_node:08x}"]
 
 
 if hasattr(os, "register_at_fork"):  # (not on Windows)
-    os.register_at_fork(after_in_child=_new_node)
+    os.register_at_fork(after_in_child=new_node)
 
 
 def ordered_id() -> str:

@@ -6,14 +6,11 @@ from the cache + 300 written to it, and SIGNALS.md's ``tokens.input`` is all 150
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import HumanMessage, SystemMessage
-from langchain_core.tools import tool
-from pydantic import BaseModel, Field
 
+from .conf_apps import ADA, Person, get_weather, run, warm
 from .conf_check import DELAY, assert_tokens, assert_ttft, only_call, record
 from .conf_wire import ANTHROPIC_KEY, ANTHROPIC_USAGE, Call, Fail, Reply, Usage
 
@@ -28,49 +25,6 @@ def claude(wire, **kw) -> ChatAnthropic:
                          temperature=0.2, max_tokens=256, **kw)
 
 
-@tool
-def get_weather(city: str) -> str:
-    """The current weather in a city."""
-    return f"sunny, 24 C in {city}"
-
-
-class Person(BaseModel):
-    """A person the user asked about."""
-
-    name: str = Field(description="full name")
-    born: int = Field(description="year of birth")
-
-
-ADA = {"name": "Ada Lovelace", "born": 1815}
-
-
-def run(model, mode: str, inp, config):
-    if mode == "invoke":
-        return model.invoke(inp, config=config)
-    if mode == "ainvoke":
-        return asyncio.run(model.ainvoke(inp, config=config))
-    if mode == "stream":
-        out = None
-        for chunk in model.stream(inp, config=config):
-            out = chunk if out is None else out + chunk
-        return out
-
-    async def collect():
-        out = None
-        async for chunk in model.astream(inp, config=config):
-            out = chunk if out is None else out + chunk
-        return out
-
-    return asyncio.run(collect())
-
-
-def warm(wire, model, mode: str) -> None:
-    wire.queue(Reply(text="warm"))
-    if mode.startswith("a"):
-        asyncio.run(model.ainvoke("warm-up"))
-    else:
-        model.invoke("warm-up")
-    wire.reset()
 
 
 def text_of(content) -> str:

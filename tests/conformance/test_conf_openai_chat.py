@@ -11,10 +11,10 @@ import json
 
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
-from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
+from .conf_apps import ADA, Person, get_weather, run, warm
 from .conf_check import DELAY, assert_tokens, assert_ttft, comparable, only_call, openai_wire_messages, record
 from .conf_wire import API_KEY, OPENAI_USAGE, Call, Fail, Reply, Usage
 
@@ -30,51 +30,6 @@ def gpt(wire, **kw) -> ChatOpenAI:
                       seed=7, **kw)
 
 
-@tool
-def get_weather(city: str) -> str:
-    """The current weather in a city."""
-    return f"sunny, 24 C in {city}"
-
-
-class Person(BaseModel):
-    """A person the user asked about."""
-
-    name: str = Field(description="full name")
-    born: int = Field(description="year of birth")
-
-
-ADA = {"name": "Ada Lovelace", "born": 1815}
-
-
-def run(model_call, mode: str, inp, config):
-    """invoke / ainvoke / stream / astream one runnable; returns the final message or output."""
-    if mode == "invoke":
-        return model_call.invoke(inp, config=config)
-    if mode == "ainvoke":
-        return asyncio.run(model_call.ainvoke(inp, config=config))
-    if mode == "stream":
-        out = None
-        for chunk in model_call.stream(inp, config=config):
-            out = chunk if out is None else out + chunk
-        return out
-
-    async def collect():
-        out = None
-        async for chunk in model_call.astream(inp, config=config):
-            out = chunk if out is None else out + chunk
-        return out
-
-    return asyncio.run(collect())
-
-
-def warm(wire, model, mode: str) -> None:
-    """One untraced call first, so the client exists and TTFT measures the provider, not setup."""
-    wire.queue(Reply(text="warm"))
-    if mode.startswith("a"):
-        asyncio.run(model.ainvoke("warm-up"))
-    else:
-        model.invoke("warm-up")
-    wire.reset()
 
 
 # -- a plain answer ------------------------------------------------------------------------------
