@@ -165,6 +165,8 @@ class Linker:
             pending = next((p for p in trace.requests.values() if not p["matched"] and p["name"] == name), None)
         if pending is not None:
             pending["matched"] = True
+            # joined by name: the call that answers it knows the tool's result by the request's id
+            call_id = call_id or pending.get("id")
         return call_id, pending
 
     def tool_asked_in_text(self, span: Span, latency: float) -> str | None:

@@ -93,7 +93,8 @@ class RowBuilder:
                 "tool_call_id": short(req.get("id"), 128), "name": short(self.content.name(trace.capture, req.get("name")), 256),
                 "tool_span_id": None, "status": "requested", "latency_ms": None,
             })
-            trace.requests[req.get("id") or row_id] = {"row_id": row_id, "name": req.get("name"), "matched": False}
+            trace.requests[req.get("id") or row_id] = {"row_id": row_id, "name": req.get("name"), "id": req.get("id"),
+                                                       "matched": False}
 
     def tool_answered(self, rows: Rows, row_id: str, span: Span, status: str, latency: float) -> None:
         rows.tool_updates.append({"b_id": row_id, "tool_span_id": span.span_id, "status": status, "latency_ms": latency})

@@ -5,7 +5,6 @@ own fake chat model (tests/fakes.py)."""
 from __future__ import annotations
 
 import operator
-from importlib.metadata import version
 from typing import Annotated, TypedDict
 
 import pytest
@@ -16,7 +15,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command, RetryPolicy, Send, interrupt
-from packaging.version import Version
 
 from .scn_support import errors, path, spans_named
 
@@ -354,10 +352,6 @@ def get_forecast(city: str) -> str:
     raise ValueError(f"forecast service down for {city}")
 
 
-@pytest.mark.xfail(Version(version("langchain-core")) < Version("1.1.2"), strict=True, reason=(
-    "new: on langchain-core < 1.1.2 a failed tool's time is not the next call's tools latency: on_tool_start has "
-    "no tool-call id and on_tool_error no ToolMessage; the run joins its request by name, but its time is kept "
-    "under the span id (llmtrace/capture/recorder.py:_tool_end)"))
 def test_tool_node_failed_tool_time_is_the_next_calls_tools_latency(scn_tracer, scn_handler):
     model = ScriptedChatModel(script=[
         answer("", tool_calls=[tool_call("get_forecast", {"city": "Oslo"}, "call_f")], finish="tool_calls"),
