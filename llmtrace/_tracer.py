@@ -27,7 +27,7 @@ from llmtrace.base.config import (
     make_settings,
 )
 from llmtrace.base.cost import PriceBook, default_pricebook, prices_from_env
-from llmtrace.base.errors import ConfigError, DataLossWarning
+from llmtrace.base.errors import ConfigError, DataLossWarning, StoreError
 from llmtrace.base.ids import ordered_id
 from llmtrace.base.privacy import USER_HASH_KEY, Processor
 from llmtrace.capture import events
@@ -125,6 +125,7 @@ class Tracer:
         self._store = Database(self.settings.url)
         self._wall_offset = time.time_ns() - time.perf_counter_ns()  # wall-clock ns = perf_counter_ns() + this
         self._hash_key: str | None = self.settings.hash_key
+        self._hash_key_retry_at = 0.0
         if on_alert is not None and not callable(on_alert):
             raise ConfigError(f"on_alert must be a callable taking an llmtrace.Alert, not {on_alert!r}")
         if alert_rules is not None and not isinstance(alert_rules, AlertRules):
@@ -165,8 +166,17 @@ class Tracer:
         self._writer.submit(ev)
 
     def _user_hash_key(self) -> str:
+        """The user-id hash key: configured, else this database's (made once, shared by every process).
+        While the database cannot be read, asking again waits 30 s: the writer goes on meanwhile."""
         if self._hash_key is None:
-            self._hash_key = self._store.meta_value(USER_HASH_KEY, new_secret)
+            now = time.monotonic()
+            if now < self._hash_key_retry_at:
+                raise StoreError("the user-id hash key was not readable a moment ago (the database is away)")
+            try:
+                self._hash_key = self._store.meta_value(USER_HASH_KEY, new_secret)
+            except Exception:
+                self._hash_key_retry_at = now + 30.0
+                raise
         return self._hash_key
 
     @property

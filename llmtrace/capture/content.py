@@ -74,7 +74,10 @@ class Content:
             if strings is not None:
                 forget(owner_id, strings)
             data = dumps_utf8({k: self._capped(v) for k, v in fields.items()})
-        rows.pending_content.setdefault(trace_id, {})[owner_id] = data
+        owners = rows.pending_content.setdefault(trace_id, {})
+        before = owners.get(owner_id)
+        owners[owner_id] = data
+        rows.pending_bytes += len(data) - (len(before) if before is not None else 0)
 
     def processed(self, capture: str, fields: dict[str, Any]) -> dict[str, Any]:
         """``fields`` through the redactor, then the user's processors (in every mode that stores content)."""
@@ -148,6 +151,7 @@ class Content:
                 if group:
                     self._row(rows, trace_id, group, kind, now, until, audit)
         rows.pending_content = {}
+        rows.pending_bytes = 0
 
     @staticmethod
     def _row(rows: Rows, trace_id: str, owners: dict[str, bytes], kind: str | None, now: int, expires: int | None,

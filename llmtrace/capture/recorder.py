@@ -47,6 +47,7 @@ class Recorder:
         self.audit = False
         self.rows = RowBuilder(wall_offset_ns=wall_offset_ns, content=content, hash_key=hash_key,
                                environment=environment, release=release)
+        self.rows.on_problem = on_problem
         self._open: dict[Any, Span] = {}  # keyed by the id objects the framework passes
         self.links = Linker(self._open, self._load_start)
         # Ended span -> (trace id, span id, capture): strings only, which the garbage collector stops

@@ -37,6 +37,7 @@ class RowBuilder:
         self.prices: PriceBook | None = None  # the cost in log lines
         self.alerts: LiveAlerts | None = None  # when the tracer evaluates alert rules as calls are written
         self.debug = logs.debug_enabled()
+        self.on_problem: Callable[[str, Exception], None] | None = None
 
     def span(self, rows: Rows, span: Span, t: int, latency: float, status: str, error: dict | None,
              link: str | None, error_from: str | None) -> None:
@@ -162,7 +163,15 @@ class RowBuilder:
 
     def user_hash(self, trace: TraceState) -> str | None:
         user = trace.attrs.get("user_id")
-        return None if user is None else hash_user_id(user, self._hash_key())
+        if user is None:
+            return None
+        try:
+            key = self._hash_key()
+        except Exception as exc:  # (the key lives in the database, which is away): the trace is kept
+            if self.on_problem is not None:  # without its user, never with the raw id
+                self.on_problem("user id not hashed: the hash key is not readable (set LLMTRACE_HASH_KEY)", exc)
+            return None
+        return hash_user_id(user, key)
 
     def _cost(self, row: dict[str, Any]) -> float | None:
         if self.prices is None:

@@ -321,7 +321,7 @@ class Writer:
                         apply(ev, rows)
                     except Exception as exc:
                         self.problem("record", exc)
-                    if sized >= cap or (not n & 255 and rows.pending_content and _content_bytes(rows) >= cap):
+                    if sized >= cap or rows.pending_bytes >= cap:
                         break  # (a batch's size in memory stays bounded)
                 left -= n
                 if unobtrusive:  # (the converting thread's own round: sweeps never run in a caller's flush)
@@ -434,10 +434,6 @@ class Writer:
         self.sink.waiters = 0
         self.sink.thread = None
         self.start()
-
-
-def _content_bytes(rows: Rows) -> int:
-    return sum(len(data) for owners in rows.pending_content.values() for data in owners.values())
 
 
 def _where(exc: BaseException) -> str:

@@ -40,6 +40,7 @@ class Rows:
     def __init__(self) -> None:
         self.contents: list[dict] = []
         self.pending_content: dict[str, dict[str, bytes]] = {}  # trace id -> owner id -> fields as JSON
+        self.pending_bytes = 0  # their size, kept as they are added (a batch's memory is bounded by it)
         self.content_digests: list[list[str]] = []  # [["content", owner, digest]] for the audit chain
         self.spans: list[dict] = []
         self.llm_calls: list[dict] = []

@@ -46,3 +46,31 @@ def test_an_8_second_postgresql_outage_loses_no_trace(pg_url, pg_proxy):
     assert {tid: calls.get(tid) for tid in ids} == dict.fromkeys(ids, 1)
     assert flushed is True
     assert (health["dropped"], health["failed"]) == (0, 0)
+
+
+def test_a_user_id_recorded_while_the_database_is_away_keeps_its_trace_never_the_raw_id(pg_url, pg_proxy):
+    """The user-id hash key lives in the database unless LLMTRACE_HASH_KEY is set: a trace with a
+    user id recorded while the database is away is kept, without its user (never with the raw id),
+    and the writer does not wait on the key for every trace."""
+    proxy, via = pg_proxy
+    tracer = llmtrace.Tracer(via, flush_interval_seconds=0.05)
+    tracer.schema_version()  # the tables exist; the key has not been read by this tracer yet
+    handler = LLMTraceCallbackHandler(tracer)
+    chain = simple_chain(ScriptedChatModel(script=[answer("Refund approved.")]))
+    prefix = f"keyless-{uuid.uuid4().hex[:10]}-"
+    proxy.outage()
+    for i in range(3):
+        chain.invoke({"question": "where is my refund?"}, config={"callbacks": [handler], "metadata": {
+            "llmtrace_trace_id": f"{prefix}{i}", "llmtrace_user_id": "ana@example.com"}})
+    proxy.pass_through()
+    assert tracer.flush(timeout=30)
+    tracer.close()
+    stored = dict(trace_rows(pg_url, prefix))
+    assert sorted(stored) == [f"{prefix}{i}" for i in range(3)]  # every trace kept
+    assert count_by_trace(pg_url, "llmtrace_spans", prefix) == {f"{prefix}{i}": SPANS_PER_TRACE for i in range(3)}
+    import sqlalchemy as sa
+
+    with sa.create_engine(pg_url).connect() as conn:
+        users = conn.execute(sa.text("SELECT user_hash FROM llmtrace_traces WHERE trace_id LIKE :p"),
+                             {"p": prefix + "%"}).scalars().all()
+    assert all(u is None or (u.startswith("u_") and "ana" not in u) for u in users)
